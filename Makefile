@@ -1,0 +1,29 @@
+# kindsync: `make run` and `make test` set everything up themselves.
+SHELL := /bin/bash
+UV := $(shell if command -v uv >/dev/null 2>&1; then echo uv; else echo "python3 -m uv"; fi)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint format setup
+
+setup: $(VENV)/.synced
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+run: setup  ## migrate, then the API on $$PORT and one worker, in the foreground
+	$(BIN)/kindsync dev
+
+test: setup  ## the whole suite against local Postgres and Redis, in a database of its own
+	$(BIN)/pytest
+
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .

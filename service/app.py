@@ -1,0 +1,83 @@
+"""The one place where the API's parts are built and wired together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+
+from service.api.auth import AuthController
+from service.api.devices import DeviceController
+from service.api.health import healthz, readyz
+from service.auth.passwords import Passwords
+from service.auth.sessions import Sessions
+from service.auth.throttle import LoginThrottle
+from service.auth.tokens import jwt_auth
+from service.db.engine import create_engine
+from service.logs import configure_logging
+from service.problems import EXCEPTION_HANDLERS
+from service.queue import create_redis
+from service.request_context import RequestContextMiddleware
+from service.settings import Settings
+
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
+
+def create_app(settings: Settings) -> Litestar:
+    configure_logging(settings.log_level)
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)
+    passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
+    sessions = Sessions(auth, access_ttl_s=settings.access_token_ttl_s, refresh_ttl_s=settings.refresh_token_ttl_s)
+    throttle = LoginThrottle(
+        redis,
+        secret_key=settings.secret_key,
+        max_per_account=settings.login_max_failures,
+        max_per_address=settings.login_max_failures_per_ip,
+        window_s=settings.login_window_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await redis.aclose()
+            await engine.dispose()
+
+    def singleton(value: object) -> Provide:
+        return Provide(lambda: value, use_cache=True, sync_to_thread=False)
+
+    return Litestar(
+        route_handlers=[healthz, readyz, AuthController, DeviceController],
+        dependencies={
+            "settings": singleton(settings),
+            "engine": singleton(engine),
+            "redis": singleton(redis),
+            "passwords": singleton(passwords),
+            "sessions": singleton(sessions),
+            "login_throttle": singleton(throttle),
+        },
+        lifespan=[lifespan],
+        on_app_init=[auth.on_app_init],
+        middleware=[RequestContextMiddleware()],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(
+            title="kindsync",
+            version=version("kindsync"),
+            description="Backend of the kindsync self-compassion companion app. "
+            "Errors are RFC 9457 problem details (application/problem+json).",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        logging_config=None,
+        state=State({"settings": settings}),
+    )

@@ -1,0 +1,1 @@
+"""Accounts and sessions: password hashing, tokens and login throttling."""

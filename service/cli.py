@@ -1,0 +1,139 @@
+"""`kindsync run|worker|migrate|revision|dev`: the operator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from service.settings import Settings, SettingsError
+
+log = structlog.get_logger("kindsync.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kindsync", description="kindsync backend")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve the HTTP API")
+    run.add_argument("--host", help="address to bind (default $HOST or 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to bind (default $PORT or 8000)")
+    commands.add_parser("worker", help="run a background worker")
+    commands.add_parser("migrate", help="create the database when missing and apply migrations")
+    revision = commands.add_parser("revision", help="write a migration from changes to service/db/tables.py")
+    revision.add_argument("-m", "--message", required=True)
+    commands.add_parser("dev", help="migrate, then run the API and one worker together")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        print(f"kindsync: {error}", file=sys.stderr)
+        return 2
+
+    if args.command == "run":
+        return _run_api(settings, args.host, args.port)
+    if args.command == "worker":
+        return _run_worker(settings)
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        return 0
+    if args.command == "revision":
+        asyncio.run(_revision(settings, args.message))
+        return 0
+    return _run_dev(settings)
+
+
+def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from service.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host or settings.host,
+        port=port or settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _run_worker(settings: Settings) -> int:
+    from workers.main import create_worker
+
+    create_worker(settings).run()
+    return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    from service.db import migrate
+    from service.db.engine import create_engine, ensure_database
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    if await ensure_database(settings.database_url):
+        log.info("database_created")
+    engine = create_engine(settings, pool_size=1)
+    try:
+        await migrate.upgrade(engine)
+        log.info("migrated", revision=await migrate.current_revision(engine))
+    finally:
+        await engine.dispose()
+
+
+async def _revision(settings: Settings, message: str) -> None:
+    from service.db import migrate
+    from service.db.engine import create_engine, ensure_database
+
+    await ensure_database(settings.database_url)
+    engine = create_engine(settings, pool_size=1)
+    try:
+        await migrate.upgrade(engine)
+        await migrate.revision(engine, message)
+    finally:
+        await engine.dispose()
+
+
+def _run_dev(settings: Settings) -> int:
+    """Both processes in the foreground: Ctrl-C (or either one ending) stops both."""
+    asyncio.run(_migrate(settings))
+    # Fixed arguments: this interpreter running this module.
+    command = [sys.executable, "-m", "service.cli"]
+    children = [subprocess.Popen([*command, role]) for role in ("run", "worker")]  # noqa: S603
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + settings.worker_shutdown_grace_s + 5
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    codes = [child.returncode for child in children]
+    return 0 if stopping else next((code for code in codes if code), 1) or 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Postgres: tables, queries per area, and Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Fakes of the outside world we cannot reach (push providers), nothing else."""

@@ -1,0 +1,1 @@
+"""Job functions, grouped by what they look after."""

@@ -1,0 +1,77 @@
+"""The arq worker: its jobs, its schedule, and the resources it holds.
+
+`create_worker(settings)` is the worker's one wiring place, as
+`create_app(settings)` is the API's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from typing import Any
+
+import structlog
+from arq import cron
+from arq.worker import Worker, func
+from redis.exceptions import RedisError
+
+from schemas import jobs
+from service import heartbeats
+from service.db.engine import create_engine
+from service.logs import configure_logging
+from service.queue import create_redis, decode_job, encode_job
+from service.settings import Settings
+from workers.jobs.maintenance import purge_expired_sessions
+
+log = structlog.get_logger(__name__)
+
+FUNCTIONS = {jobs.PURGE_EXPIRED_SESSIONS: purge_expired_sessions}
+
+
+def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
+    configure_logging(settings.log_level)
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["settings"] = settings
+        ctx["engine"] = create_engine(settings, pool_size=5)
+        ctx["heartbeat"] = asyncio.create_task(_keep_beating(ctx["redis"], worker_id, settings.worker_heartbeat_s))
+        log.info("worker_started", worker_id=worker_id)
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        ctx["heartbeat"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ctx["heartbeat"]
+        with contextlib.suppress(RedisError, OSError):
+            await heartbeats.forget(ctx["redis"], worker_id)
+        await ctx["engine"].dispose()
+        log.info("worker_stopped", worker_id=worker_id)
+
+    return Worker(
+        functions=[func(fn, name=name) for name, fn in FUNCTIONS.items()],
+        cron_jobs=[cron(purge_expired_sessions, name=jobs.PURGE_EXPIRED_SESSIONS + ":cron", minute=17, second=0)],
+        redis_pool=create_redis(settings),
+        on_startup=startup,
+        on_shutdown=shutdown,
+        handle_signals=handle_signals,
+        job_completion_wait=settings.worker_shutdown_grace_s,
+        health_check_interval=settings.worker_heartbeat_s,
+        job_serializer=encode_job,
+        job_deserializer=decode_job,
+        keep_result=3600,
+        log_results=False,
+        max_jobs=20,
+    )
+
+
+async def _keep_beating(redis: Any, worker_id: str, every_s: float) -> None:
+    """Beat until cancelled; a Redis outage is logged, not fatal."""
+    while True:
+        try:
+            await heartbeats.beat(redis, worker_id, forget_after_s=every_s * 12)
+        except (RedisError, OSError):
+            log.warning("heartbeat_failed", worker_id=worker_id)
+        await asyncio.sleep(every_s)
