@@ -5,25 +5,18 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-import msgspec
-
-from schemas.base import ClientInput, ServerOutput
+from schemas.base import ClientInput, ServerOutput, text
 
 PASSWORD_MIN = 10
 PASSWORD_MAX = 1024
 EMAIL_MAX = 254
 REFRESH_TOKEN_MAX = 256
 
-Email = Annotated[str, msgspec.Meta(min_length=3, max_length=EMAIL_MAX, description="Email address")]
+Email = Annotated[str, text(min_length=3, max_length=EMAIL_MAX, description="Email address")]
 Password = Annotated[
-    str,
-    msgspec.Meta(
-        min_length=PASSWORD_MIN,
-        max_length=PASSWORD_MAX,
-        description=f"At least {PASSWORD_MIN} characters",
-    ),
+    str, text(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, description=f"At least {PASSWORD_MIN} characters")
 ]
-RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=REFRESH_TOKEN_MAX)]
+RefreshToken = Annotated[str, text(min_length=1, max_length=REFRESH_TOKEN_MAX)]
 
 
 class Credentials(ClientInput):
@@ -34,8 +27,8 @@ class Credentials(ClientInput):
 class LoginCredentials(ClientInput):
     """Login does not re-check the signup rules: a wrong password is just wrong."""
 
-    email: Annotated[str, msgspec.Meta(max_length=EMAIL_MAX)]
-    password: Annotated[str, msgspec.Meta(max_length=PASSWORD_MAX)]
+    email: Annotated[str, text(max_length=EMAIL_MAX)]
+    password: Annotated[str, text(max_length=PASSWORD_MAX)]
 
 
 class AnonymousSignup(ClientInput):

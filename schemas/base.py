@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+# Postgres text cannot hold U+0000, and no person types it: refuse it up front.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+def text(*, max_length: int, min_length: int = 0, description: str | None = None) -> msgspec.Meta:
+    """Constraints of a client-sent string: a length range and no NUL character."""
+    return msgspec.Meta(min_length=min_length, max_length=max_length, pattern=NO_NUL_PATTERN, description=description)
+
+
+ShortText = Annotated[str, text(max_length=200)]
 
 
 class ClientInput(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -6,9 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-import msgspec
-
-from schemas.base import ClientInput, ServerOutput
+from schemas.base import ClientInput, ServerOutput, text
 
 Platform = Literal["ios", "android", "web"]
 PUSH_TOKEN_MAX = 4096
@@ -16,10 +14,10 @@ PUSH_TOKEN_MAX = 4096
 
 class DeviceRegistration(ClientInput):
     platform: Platform
-    push_token: Annotated[str, msgspec.Meta(min_length=1, max_length=PUSH_TOKEN_MAX)] | None = None
-    app_version: Annotated[str, msgspec.Meta(max_length=64)] | None = None
-    locale: Annotated[str, msgspec.Meta(max_length=35)] | None = None
-    timezone: Annotated[str, msgspec.Meta(max_length=64, description="IANA time zone name")] | None = None
+    push_token: Annotated[str, text(min_length=1, max_length=PUSH_TOKEN_MAX)] | None = None
+    app_version: Annotated[str, text(max_length=64)] | None = None
+    locale: Annotated[str, text(max_length=35, description="BCP 47 language tag")] | None = None
+    timezone: Annotated[str, text(max_length=64, description="IANA time zone name")] | None = None
 
 
 class Device(ServerOutput):

@@ -18,12 +18,12 @@ from service.api.health import healthz, readyz
 from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
-from service.auth.tokens import jwt_auth
+from service.auth.tokens import jwt_auth, protect_only_v1
 from service.db.engine import create_engine
 from service.logs import configure_logging
 from service.problems import EXCEPTION_HANDLERS
 from service.queue import create_redis
-from service.request_context import RequestContextMiddleware
+from service.request_context import RequestContext
 from service.settings import Settings
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -55,7 +55,7 @@ def create_app(settings: Settings) -> Litestar:
     def singleton(value: object) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[healthz, readyz, AuthController, DeviceController],
         dependencies={
             "settings": singleton(settings),
@@ -66,8 +66,7 @@ def create_app(settings: Settings) -> Litestar:
             "login_throttle": singleton(throttle),
         },
         lifespan=[lifespan],
-        on_app_init=[auth.on_app_init],
-        middleware=[RequestContextMiddleware()],
+        on_app_init=[protect_only_v1(auth)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=MAX_BODY_BYTES,
         openapi_config=OpenAPIConfig(
@@ -81,3 +80,6 @@ def create_app(settings: Settings) -> Litestar:
         logging_config=None,
         state=State({"settings": settings}),
     )
+    # Outermost, around routing and auth: every answer gets a request id.
+    app.asgi_handler = RequestContext(app.asgi_handler)
+    return app

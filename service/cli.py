@@ -65,7 +65,10 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:
+        return 130  # stopped by Ctrl-C after a graceful shutdown
     return 0
 
 

@@ -18,6 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
+from schemas.base import NO_NUL_PATTERN
 from schemas.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem
 
 log = structlog.get_logger(__name__)
@@ -41,6 +42,11 @@ _SLUGS = {
     503: "unavailable",
 }
 _FIELD_IN_MESSAGE = re.compile(r"^Object (?:contains unknown|missing required) field `([^`]+)`")
+# Litestar reports an absent body as the missing key of its `data` argument.
+_MISSING_ARGUMENT = re.compile(r"^'(\w+)'$")
+_CLEARER = {
+    f"Expected `str` matching regex {NO_NUL_PATTERN!r}": "must not contain the NUL character (U+0000)",
+}
 
 
 class ProblemError(HTTPException):
@@ -105,6 +111,9 @@ def field_errors(extra: Any) -> list[FieldError]:
         path = "" if (key == "data" and item.get("source") == "body") else key
         if match := _FIELD_IN_MESSAGE.match(message):
             path = f"{path}.{match.group(1)}" if path else match.group(1)
+        elif match := _MISSING_ARGUMENT.match(message):
+            path, message = "", "a JSON body is required" if match.group(1) == "data" else "is required"
+        message = _CLEARER.get(message, message)
         errors.append(FieldError(path=path, message=message))
     return errors
 

@@ -1,4 +1,8 @@
-"""A request id on every request, in its log lines and its response."""
+"""A request id on every answer, in its log lines and its headers.
+
+This wraps the whole ASGI app, outside routing and authentication, so that
+404s, 405s and 401s carry an id and a log line like every other answer.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ import uuid
 import structlog
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("kindsync.request")
@@ -18,11 +21,16 @@ REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class RequestContextMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+class RequestContext:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        offered = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self._app(scope, receive, send)
+            return
+        # Headers are bytes from the client: anything not a short plain id is replaced.
+        offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
         request_id = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
         started = time.perf_counter()
         status = 500
@@ -36,7 +44,7 @@ class RequestContextMiddleware(ASGIMiddleware):
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await next_app(scope, receive, send_with_id)
+                await self._app(scope, receive, send_with_id)
             finally:
                 log.info(
                     "request",

@@ -15,7 +15,7 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.devices import Device, DeviceRegistration
-from service.auth.tokens import Principal
+from service.auth.tokens import BEARER, Principal
 from service.db import devices
 from service.problems import ProblemError, invalid, problem_specs
 
@@ -32,6 +32,7 @@ def _account_gone() -> ProblemError:
 class DeviceController(Controller):
     path = "/v1/devices"
     tags = ["devices"]
+    security = BEARER
 
     @put("/{device_id:uuid}", responses=problem_specs(400, 401, 422))
     async def register(

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import msgspec
+from litestar.config.app import AppConfig
 from litestar.connection import ASGIConnection
 from litestar.security.jwt import JWTAuth, Token
 
 ISSUER = "kindsync"
 SIGNING_ALGORITHM = "HS256"
 # Routes reachable without an access token (admin routes check their own).
+BEARER_SCHEME = "BearerToken"
+BEARER: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 PUBLIC_PATHS = (r"^/v1/auth/", r"^/healthz$", r"^/readyz$", r"^/schema", r"^/metrics$", r"^/admin/")
 
 
@@ -45,7 +49,26 @@ def jwt_auth(secret_key: str, access_ttl_s: int) -> JWTAuth[Principal]:
         accepted_issuers=[ISSUER],
         exclude=list(PUBLIC_PATHS),
         description="Access token from /v1/auth/*; it lives 15 minutes by default.",
+        openapi_security_scheme_name=BEARER_SCHEME,
     )
+
+
+def protect_only_v1(auth: JWTAuth[Principal]) -> Callable[[AppConfig], AppConfig]:
+    """Install bearer auth, declaring it in OpenAPI only on the routes that need it.
+
+    JWTAuth declares the bearer requirement for every operation; the public
+    routes (health, auth, schema) would then wrongly document a token. The
+    protected controllers declare `BEARER` themselves instead.
+    """
+
+    def on_app_init(config: AppConfig) -> AppConfig:
+        config = auth.on_app_init(config)
+        if config.openapi_config is not None:
+            declared = config.openapi_config.security or []
+            config.openapi_config.security = [req for req in declared if req != auth.security_requirement] or None
+        return config
+
+    return on_app_init
 
 
 def issue_access_token(auth: JWTAuth[Principal], user_id: UUID, session_id: UUID) -> str:

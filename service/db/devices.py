@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from sqlalchemy import ColumnElement, delete, false, func, or_, update
+from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.devices import Device, DeviceRegistration
 from service.db.tables import devices
-
-_ATTEMPTS = 3
 
 
 class OwnerGone(Exception):
@@ -23,23 +21,22 @@ async def register(conn: AsyncConnection, user_id: UUID, device_id: UUID, reg: D
     """Create or replace a device; its push token leaves any other device.
 
     Push stays off after a provider called the token invalid, until the app
-    registers a different token. Two registrations racing for one token
-    meet at the unique constraint; the loser tries again.
+    registers a different token. Registrations of one token are serialised
+    by a transaction lock on the token, so two devices racing for it end with
+    exactly one holder instead of a unique-constraint error.
     """
-    for attempt in range(_ATTEMPTS):
-        try:
-            async with conn.begin_nested():
-                return await _register_once(conn, user_id, device_id, reg)
-        except IntegrityError as error:
-            if "fk_devices_user_id_users" in str(error.orig):
-                raise OwnerGone from error
-            if attempt == _ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    try:
+        async with conn.begin_nested():
+            return await _register_once(conn, user_id, device_id, reg)
+    except IntegrityError as error:
+        if "fk_devices_user_id_users" in str(error.orig):
+            raise OwnerGone from error
+        raise
 
 
 async def _register_once(conn: AsyncConnection, user_id: UUID, device_id: UUID, reg: DeviceRegistration) -> Device:
     if reg.push_token is not None:
+        await conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(reg.push_token, 0))))
         await conn.execute(
             update(devices)
             .where(

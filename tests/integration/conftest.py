@@ -7,13 +7,15 @@ the app under test uses connections of its own (no savepoint can span them).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from arq.connections import ArqRedis
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,8 +25,9 @@ from service.db.engine import create_engine, drop_database, ensure_database
 from service.db.tables import metadata
 from service.queue import create_redis
 from service.settings import Settings
+from tests.conftest import CLAIM_KEY, CLAIM_TTL_S, RunClaim
 
-Client = AsyncTestClient[Litestar]
+Client = httpx.AsyncClient
 
 
 @pytest.fixture(scope="session")
@@ -47,27 +50,76 @@ async def engine(settings: Settings, database: str) -> AsyncIterator[AsyncEngine
     await engine.dispose()
 
 
+async def reset_redis(client: ArqRedis, run: RunClaim) -> None:
+    """Empty this run's Redis index but keep the run's claim on it, atomically."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.flushdb()
+        pipe.set(CLAIM_KEY, run.run_id, ex=CLAIM_TTL_S)
+        await pipe.execute()
+
+
 @pytest.fixture(scope="session")
-async def redis(settings: Settings) -> AsyncIterator[ArqRedis]:
+async def redis(settings: Settings, test_run: RunClaim) -> AsyncIterator[ArqRedis]:
     client = create_redis(settings)
-    await client.flushdb()
+    await reset_redis(client, test_run)
     yield client
-    await client.flushdb()
     await client.aclose()
 
 
 @pytest.fixture(autouse=True)
-async def _clean_state(engine: AsyncEngine, redis: ArqRedis) -> AsyncIterator[None]:
+async def _clean_state(engine: AsyncEngine, redis: ArqRedis, test_run: RunClaim) -> AsyncIterator[None]:
     yield
     tables = ", ".join(table.name for table in metadata.sorted_tables)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {tables} CASCADE"))
-    await redis.flushdb()
+    await reset_redis(redis, test_run)
+
+
+@asynccontextmanager
+async def serve(app: Litestar) -> AsyncIterator[Client]:
+    """An HTTP client on `app`, running in the test's own event loop.
+
+    Requests sent together (asyncio.gather) really run concurrently, as they
+    would against a server; the app's lifespan runs around them.
+    """
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 50000))  # type: ignore[arg-type]
+    async with _lifespan(app), httpx.AsyncClient(transport=transport, base_url="http://kindsync.test") as client:
+        yield client
+
+
+@asynccontextmanager
+async def _lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Run the app's lifespan in a task of its own.
+
+    A session fixture is set up and torn down in different tasks, and the
+    lifespan's cancel scope must be left in the task that entered it.
+    """
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.lifespan():
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold())
+    await asyncio.wait([task, asyncio.create_task(started.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        task.result()  # startup failed: raise its error here
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 @pytest.fixture(scope="session")
-async def client(settings: Settings, database: str) -> AsyncIterator[Client]:
-    async with AsyncTestClient(app=create_app(settings)) as client:
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar, database: str) -> AsyncIterator[Client]:
+    async with serve(app) as client:
         yield client
 
 

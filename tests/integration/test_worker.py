@@ -1,0 +1,101 @@
+"""The worker as a real process: it starts, runs jobs, beats, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import TypeVar
+
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas import jobs
+from service import heartbeats
+from service.db import accounts
+from service.db.tables import refresh_families, users
+from service.settings import Settings
+from tests.integration.processes import environment, start
+
+T = TypeVar("T")
+
+
+async def _eventually(predicate: Callable[[], Awaitable[T]], within_s: float = 20.0, every: float = 0.1) -> T:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if result := await predicate():
+            return result
+        await asyncio.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+async def worker(settings: Settings, database: str, redis: ArqRedis) -> AsyncIterator[subprocess.Popen[bytes]]:
+    process = start(["worker"], environment(settings))
+    try:
+        await _eventually(lambda: heartbeats.last_beats(redis))
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def _session(engine: AsyncEngine, ttl: timedelta) -> uuid.UUID:
+    user_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(insert(users).values(id=user_id))
+        return await accounts.start_session(conn, user_id, uuid.uuid4().bytes, ttl)
+
+
+async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
+    worker: subprocess.Popen[bytes], engine: AsyncEngine, redis: ArqRedis
+) -> None:
+    ended = await _session(engine, timedelta(seconds=-1))
+    live = await _session(engine, timedelta(days=1))
+
+    job = await redis.enqueue_job(jobs.PURGE_EXPIRED_SESSIONS)
+    assert job is not None
+    assert await job.result(timeout=20) == 1
+
+    async with engine.connect() as conn:
+        left = set((await conn.execute(select(refresh_families.c.id))).scalars())
+    assert left == {live}, "the ended session is purged and the live one kept"
+    assert ended not in left
+
+    # arq's own health key counts the completed job…
+    async def health() -> str | None:
+        raw = await redis.get("arq:queue:health-check")
+        text = raw.decode() if raw else ""
+        return text if "j_complete=1" in text else None
+
+    await _eventually(health)
+    # …and our heartbeat keeps moving.
+    first = min((await heartbeats.last_beats(redis)).values())
+    await asyncio.sleep(1.5)
+    beats = await heartbeats.last_beats(redis)
+    assert len(beats) == 1
+    assert min(beats.values()) < 1.5 <= first + 1.5, "the heartbeat was refreshed"
+
+    worker.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(worker.wait, 15) == 0
+    assert await heartbeats.last_beats(redis) == {}, "a stopped worker removes its heartbeat"
+
+
+async def test_purging_twice_changes_nothing_the_second_time(
+    worker: subprocess.Popen[bytes], engine: AsyncEngine, redis: ArqRedis
+) -> None:
+    await _session(engine, timedelta(seconds=-1))
+    first = await redis.enqueue_job(jobs.PURGE_EXPIRED_SESSIONS)
+    second = await redis.enqueue_job(jobs.PURGE_EXPIRED_SESSIONS)
+    assert first is not None
+    assert second is not None
+    assert sorted([await first.result(timeout=20), await second.result(timeout=20)]) == [0, 1]
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(refresh_families)) == 0
