@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import version
 
 from litestar import Litestar
@@ -15,6 +16,8 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from service.api.auth import AuthController
 from service.api.devices import DeviceController
 from service.api.health import healthz, readyz
+from service.api.records import RecordController
+from service.api.sync import SyncController
 from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
@@ -25,6 +28,7 @@ from service.problems import EXCEPTION_HANDLERS
 from service.queue import create_redis
 from service.request_context import RequestContext
 from service.settings import Settings
+from service.sync_batch import Syncer
 
 MAX_BODY_BYTES = 2 * 1024 * 1024
 
@@ -56,7 +60,7 @@ def create_app(settings: Settings) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, DeviceController],
+        route_handlers=[healthz, readyz, AuthController, DeviceController, SyncController, RecordController],
         dependencies={
             "settings": singleton(settings),
             "engine": singleton(engine),
@@ -64,6 +68,7 @@ def create_app(settings: Settings) -> Litestar:
             "passwords": singleton(passwords),
             "sessions": singleton(sessions),
             "login_throttle": singleton(throttle),
+            "syncer": singleton(Syncer(tombstone_retention=timedelta(days=settings.tombstone_retention_days))),
         },
         lifespan=[lifespan],
         on_app_init=[protect_only_v1(auth)],

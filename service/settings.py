@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Database pool of one API process.
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # Sync: deletions are kept this long; an older cursor must start over.
+    tombstone_retention_days: int = 90
     # Workers
     worker_heartbeat_s: float = 5.0
     worker_shutdown_grace_s: int = 20
@@ -106,6 +108,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             argon2_memory_kib=get.integer("ARGON2_MEMORY_KIB", 64 * 1024, low=8),
             db_pool_size=get.integer("DB_POOL_SIZE", 10, low=1),
             db_max_overflow=get.integer("DB_MAX_OVERFLOW", 10, low=0),
+            tombstone_retention_days=get.integer("TOMBSTONE_RETENTION_DAYS", 90, low=1),
             worker_heartbeat_s=get.number("WORKER_HEARTBEAT", 5.0, low=0.1),
             worker_shutdown_grace_s=get.integer("WORKER_SHUTDOWN_GRACE", 20, low=0),
             push_provider=get.choice("PUSH_PROVIDER", ("log", "real"), "log"),  # type: ignore[arg-type]

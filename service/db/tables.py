@@ -7,12 +7,14 @@ sharded by person later (each table distributed on `user_id`).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Uuid,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -95,4 +98,78 @@ devices = Table(
     # A push token reaches one device only; NULLs do not collide.
     UniqueConstraint("push_token"),
     CheckConstraint("platform IN ('ios', 'android', 'web')", name="platform"),
+)
+
+# One row per person: the lock that serialises their writes, and the counter
+# that numbers their changes. Writes hold the row from the moment they take
+# numbers until they commit, so changes become visible in number order and a
+# pull that remembers the last number it saw never skips one.
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+)
+
+# The current state of each record, numbered by the change that last touched it.
+records = Table(
+    "records",
+    metadata,
+    _owner(),
+    Column("id", Uuid, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("data", JSONB, nullable=False),
+    # {field: [changed_at, device_id]}: who last set each field, and when.
+    Column("stamps", JSONB, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("device_id", Uuid, nullable=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("user_id", "id"),
+    Index(None, "user_id", "seq"),
+)
+
+# Every version of every record, appended and never changed.
+record_versions = Table(
+    "record_versions",
+    metadata,
+    _owner(),
+    Column("record_id", Uuid, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("data", JSONB, nullable=False),
+    Column("changed_at", DateTime(timezone=True), nullable=False),
+    Column("device_id", Uuid, nullable=True),
+    # Digest of the mutation that produced this version: recognises re-sends.
+    Column("fingerprint", LargeBinary, nullable=True),
+    _created_at(),
+    PrimaryKeyConstraint("user_id", "record_id", "version"),
+)
+
+# What each batch answered, so a retry gets the same answer.
+sync_batches = Table(
+    "sync_batches",
+    metadata,
+    _owner(),
+    Column("batch_id", Uuid, nullable=False),
+    Column("request_hash", LargeBinary, nullable=False),
+    Column("results", LargeBinary, nullable=False),  # msgpack of the results
+    Column("mutations", Integer, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("user_id", "batch_id"),
+    Index(None, "created_at"),
+)
+
+# The last cursor each device pulled to: tombstones are purged only past all of them.
+device_cursors = Table(
+    "device_cursors",
+    metadata,
+    _owner(),
+    Column("device_id", Uuid, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("user_id", "device_id"),
 )

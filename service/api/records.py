@@ -1,0 +1,71 @@
+"""`/v1/records/{kind}/{id}`: one record now, and every version it had."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.sync import Change, HistoryVersion
+from service.auth.tokens import BEARER, Principal
+from service.db import sync as queries
+from service.problems import ProblemError, problem_specs
+
+
+def _not_found() -> ProblemError:
+    # The same answer whether the record is someone else's or does not exist.
+    return ProblemError(404, "not-found", "No such record.")
+
+
+class RecordController(Controller):
+    path = "/v1/records/{kind:str}/{record_id:uuid}"
+    tags = ["records"]
+    security = BEARER
+
+    @get("/", responses=problem_specs(401, 404))
+    async def current(
+        self,
+        request: Request[Principal, Token, Any],
+        kind: FromPath[str],
+        record_id: FromPath[UUID],
+        engine: NamedDependency[AsyncEngine],
+    ) -> Change:
+        """The record as it is now (a deleted one answers with `deleted: true`)."""
+        async with engine.connect() as conn:
+            row = await queries.get_record(conn, request.user.user_id, kind, record_id)
+        if row is None:
+            raise _not_found()
+        return Change(
+            id=row.id,
+            kind=row.kind,
+            version=row.version,
+            deleted=row.deleted,
+            data={} if row.deleted else row.data,
+            changed_at=row.changed_at,
+            updated_at=row.updated_at,
+        )
+
+    @get("/history", responses=problem_specs(401, 404))
+    async def history(
+        self,
+        request: Request[Principal, Token, Any],
+        kind: FromPath[str],
+        record_id: FromPath[UUID],
+        engine: NamedDependency[AsyncEngine],
+    ) -> list[HistoryVersion]:
+        """Every version of the record, newest first: nothing a merge replaced is lost."""
+        async with engine.connect() as conn:
+            versions = await queries.record_history(conn, request.user.user_id, kind, record_id)
+        if not versions:
+            raise _not_found()
+        return [
+            HistoryVersion(
+                version=v.version, deleted=v.deleted, data=v.data, changed_at=v.changed_at, device_id=v.device_id
+            )
+            for v in versions
+        ]

@@ -1,0 +1,126 @@
+"""`/v1/sync`: one round trip pushes queued changes and pulls what is new.
+
+Bodies are JSON or MessagePack, decoded here with decoders built once; the
+answer follows the `Accept` header, else the request's own content type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
+from litestar.params import FromPath
+from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.problems import FieldError
+from schemas.sync import BatchReceipt, Manifest, MutationResult, SyncRequest, SyncResponse
+from service.auth.tokens import BEARER, Principal
+from service.db import sync as queries
+from service.problems import ProblemError, problem_specs
+from service.sync_batch import Syncer
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+_decoders: dict[str, msgspec.json.Decoder[SyncRequest] | msgspec.msgpack.Decoder[SyncRequest]] = {
+    JSON: msgspec.json.Decoder(SyncRequest),
+    MSGPACK: msgspec.msgpack.Decoder(SyncRequest),
+}
+_encoders: dict[str, msgspec.json.Encoder | msgspec.msgpack.Encoder] = {
+    JSON: msgspec.json.Encoder(),
+    MSGPACK: msgspec.msgpack.Encoder(),
+}
+_stored_results = msgspec.msgpack.Decoder(list[MutationResult])
+
+
+def _media_type(header: str | None) -> str | None:
+    if header is None:
+        return None
+    value = header.split(";", 1)[0].strip().lower()
+    return MSGPACK if value in _MSGPACK_TYPES else JSON if value in (JSON, "*/*", "application/*") else None
+
+
+def _answer_type(request: Request[Any, Any, Any], request_type: str) -> str:
+    for part in (request.headers.get("accept") or "").split(","):
+        if (chosen := _media_type(part)) is not None and part.strip().split(";")[0] != "*/*":
+            return chosen
+    return request_type
+
+
+def decode_request(content_type: str | None, body: bytes) -> tuple[SyncRequest, str]:
+    media_type = _media_type(content_type or JSON)
+    if media_type is None:
+        raise ProblemError(415, "unsupported-media-type", f"Send {JSON} or {MSGPACK}.")
+    try:
+        return _decoders[media_type].decode(body), media_type
+    except msgspec.ValidationError as error:
+        message, _, where = str(error).partition(" - at `$")
+        path = where.rstrip("`").lstrip(".")
+        raise ProblemError(
+            422, "invalid", f"{path or 'body'}: {message}", errors=[FieldError(path=path, message=message)]
+        ) from None
+    except msgspec.DecodeError as error:
+        raise ProblemError(400, "malformed-request", f"The body is not valid {media_type}: {error}") from None
+
+
+_SYNC_RESPONSES = {
+    200: ResponseSpec(SyncResponse, description="Results of the pushed mutations and the pulled changes"),
+    **problem_specs(400, 401, 409, 410, 413, 415, 422, 426),
+}
+
+
+class SyncController(Controller):
+    path = "/v1/sync"
+    tags = ["sync"]
+    security = BEARER
+
+    @post(
+        "/",
+        status_code=200,
+        responses=_SYNC_RESPONSES,
+        description="Request body: a SyncRequest as application/json or application/msgpack. "
+        "The answer follows Accept, else the request's content type.",
+    )
+    async def sync(
+        self,
+        request: Request[Principal, Token, Any],
+        engine: NamedDependency[AsyncEngine],
+        syncer: NamedDependency[Syncer],
+    ) -> Response[bytes]:
+        """Push this device's queued mutations and pull every change it has not seen."""
+        sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
+        async with engine.begin() as conn:
+            answer = await syncer.run(conn, request.user.user_id, sync_request)
+        answer_type = _answer_type(request, media_type)
+        return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
+
+    @get("/batches/{batch_id:uuid}", responses=problem_specs(401, 404))
+    async def receipt(
+        self, request: Request[Principal, Token, Any], batch_id: FromPath[UUID], engine: NamedDependency[AsyncEngine]
+    ) -> BatchReceipt:
+        """What became of a batch this user sent, without sending anything again."""
+        async with engine.connect() as conn:
+            stored = await queries.find_batch(conn, request.user.user_id, batch_id)
+        if stored is None:
+            raise ProblemError(404, "not-found", "No batch with this id was received from you.")
+        return BatchReceipt(batch_id=batch_id, results=_stored_results.decode(stored.results))
+
+    @get("/manifest", responses=problem_specs(401))
+    async def manifest(self, request: Request[Principal, Token, Any], engine: NamedDependency[AsyncEngine]) -> Manifest:
+        """Counts and a checksum of every live record, for an honest "all synced"."""
+        async with engine.connect() as conn:
+            live = await queries.live_versions(conn, request.user.user_id)
+        digest = hashlib.sha256()
+        by_kind: dict[str, int] = {}
+        count = 0
+        for record_id, kind, version in sorted(live, key=lambda item: str(item[0])):
+            digest.update(f"{record_id}:{version}\n".encode())
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            count += 1
+        return Manifest(records=count, by_kind=by_kind, checksum=digest.hexdigest())

@@ -1,0 +1,242 @@
+"""Queries of the sync path: a handful of statements per batch, never one per mutation.
+
+They run through the asyncpg driver (`exec_driver_sql`) so whole batches go
+in as arrays (`unnest`) with asyncpg's own codecs, inside the caller's
+SQLAlchemy transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.sync.model import HistoryEntry, Record, Stamp, Written
+
+_stamps = msgspec.json.Decoder(dict[str, Stamp])
+_json = msgspec.json.Encoder()
+
+
+class StoredBatch(msgspec.Struct, frozen=True):
+    request_hash: bytes
+    results: bytes
+
+
+class Row(msgspec.Struct, frozen=True):
+    """A record as a pull or a read sends it."""
+
+    id: UUID
+    kind: str
+    version: int
+    deleted: bool
+    data: dict[str, Any]
+    changed_at: datetime
+    updated_at: datetime
+    seq: int
+
+
+async def lock_user(conn: AsyncConnection, user_id: UUID) -> int:
+    """Take this person's write lock until commit; answers their last change number."""
+    result = await conn.exec_driver_sql(
+        "INSERT INTO sync_state (user_id) VALUES ($1) "
+        "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq",
+        (user_id,),
+    )
+    return int(result.scalar_one())
+
+
+async def set_last_seq(conn: AsyncConnection, user_id: UUID, last_seq: int) -> None:
+    await conn.exec_driver_sql("UPDATE sync_state SET last_seq = $2 WHERE user_id = $1", (user_id, last_seq))
+
+
+async def last_seq(conn: AsyncConnection, user_id: UUID) -> int:
+    result = await conn.exec_driver_sql("SELECT last_seq FROM sync_state WHERE user_id = $1", (user_id,))
+    return int(result.scalar_one_or_none() or 0)
+
+
+async def find_batch(conn: AsyncConnection, user_id: UUID, batch_id: UUID) -> StoredBatch | None:
+    row = (
+        await conn.exec_driver_sql(
+            "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", (user_id, batch_id)
+        )
+    ).first()
+    return StoredBatch(bytes(row.request_hash), bytes(row.results)) if row else None
+
+
+async def store_batch(
+    conn: AsyncConnection, user_id: UUID, batch_id: UUID, request_hash: bytes, results: bytes, mutations: int
+) -> None:
+    await conn.exec_driver_sql(
+        "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, $5)",
+        (user_id, batch_id, request_hash, results, mutations),
+    )
+
+
+async def load_records(conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID]) -> dict[UUID, Record]:
+    result = await conn.exec_driver_sql(
+        "SELECT id, kind, version, deleted, data, stamps::text AS stamps, changed_at, device_id "
+        "FROM records WHERE user_id = $1 AND id = ANY($2::uuid[])",
+        (user_id, list(ids)),
+    )
+    return {
+        row.id: Record(
+            id=row.id,
+            kind=row.kind,
+            version=row.version,
+            deleted=row.deleted,
+            data=row.data,
+            stamps=_stamps.decode(row.stamps),
+            changed_at=row.changed_at,
+            device_id=row.device_id,
+        )
+        for row in result
+    }
+
+
+async def load_history(
+    conn: AsyncConnection, user_id: UUID, since: dict[UUID, int]
+) -> dict[UUID, dict[int, HistoryEntry]]:
+    """The versions of each record from the given version on."""
+    history: dict[UUID, dict[int, HistoryEntry]] = {}
+    if not since:
+        return history
+    result = await conn.exec_driver_sql(
+        "SELECT v.record_id, v.version, v.deleted, v.data, v.changed_at, v.device_id "
+        "FROM record_versions v JOIN unnest($2::uuid[], $3::int[]) AS q(id, since) "
+        "ON v.record_id = q.id AND v.version >= q.since WHERE v.user_id = $1",
+        (user_id, list(since), list(since.values())),
+    )
+    for row in result:
+        history.setdefault(row.record_id, {})[row.version] = HistoryEntry(
+            version=row.version, deleted=row.deleted, data=row.data, changed_at=row.changed_at, device_id=row.device_id
+        )
+    return history
+
+
+async def applied_fingerprints(
+    conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID], fingerprints: Sequence[bytes]
+) -> set[bytes]:
+    """Which of these mutations already produced a version."""
+    result = await conn.exec_driver_sql(
+        "SELECT fingerprint FROM record_versions "
+        "WHERE user_id = $1 AND record_id = ANY($2::uuid[]) AND fingerprint = ANY($3::bytea[])",
+        (user_id, list(ids), list(fingerprints)),
+    )
+    return {bytes(row.fingerprint) for row in result}
+
+
+async def append_versions(conn: AsyncConnection, user_id: UUID, versions: Sequence[Written]) -> None:
+    if not versions:
+        return
+    await conn.exec_driver_sql(
+        "INSERT INTO record_versions "
+        "(user_id, record_id, version, kind, deleted, data, changed_at, device_id, fingerprint) "
+        "SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], "
+        "$7::timestamptz[], $8::uuid[], $9::bytea[])",
+        (
+            user_id,
+            [v.record_id for v in versions],
+            [v.version for v in versions],
+            [v.kind for v in versions],
+            [v.deleted for v in versions],
+            [_json.encode(v.data).decode() for v in versions],
+            [v.changed_at for v in versions],
+            [v.device_id for v in versions],
+            [v.fingerprint for v in versions],
+        ),
+    )
+
+
+async def save_records(conn: AsyncConnection, user_id: UUID, numbered: Sequence[tuple[int, Record]]) -> datetime:
+    """Write the new current states, each with its change number; answers the write time."""
+    result = await conn.exec_driver_sql(
+        "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq, "
+        "updated_at) "
+        "SELECT $1, *, now() FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bool[], $6::jsonb[], $7::jsonb[], "
+        "$8::timestamptz[], $9::uuid[], $10::bigint[]) "
+        "ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version, "
+        "deleted = excluded.deleted, data = excluded.data, stamps = excluded.stamps, "
+        "changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq, "
+        "updated_at = excluded.updated_at RETURNING updated_at",
+        (
+            user_id,
+            [r.id for _, r in numbered],
+            [r.kind for _, r in numbered],
+            [r.version for _, r in numbered],
+            [r.deleted for _, r in numbered],
+            [_json.encode(r.data).decode() for _, r in numbered],
+            [_json.encode(r.stamps).decode() for _, r in numbered],
+            [r.changed_at for _, r in numbered],
+            [r.device_id for _, r in numbered],
+            [seq for seq, _ in numbered],
+        ),
+    )
+    return result.scalars().first() or datetime.now().astimezone()
+
+
+async def pull(conn: AsyncConnection, user_id: UUID, after: int, up_to: int | None, limit: int) -> list[Row]:
+    """Records changed after `after` (and not after `up_to`), oldest change first."""
+    result = await conn.exec_driver_sql(
+        "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
+        "WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4",
+        (user_id, after, up_to, limit),
+    )
+    return [_row(row) for row in result]
+
+
+async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID, seq: int) -> None:
+    await conn.exec_driver_sql(
+        "INSERT INTO device_cursors (user_id, device_id, seq) VALUES ($1, $2, $3) "
+        "ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()",
+        (user_id, device_id, seq),
+    )
+
+
+async def get_record(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> Row | None:
+    row = (
+        await conn.exec_driver_sql(
+            "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
+            "WHERE user_id = $1 AND id = $2 AND kind = $3",
+            (user_id, record_id, kind),
+        )
+    ).first()
+    return _row(row) if row else None
+
+
+async def record_history(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> list[HistoryEntry]:
+    result = await conn.exec_driver_sql(
+        "SELECT version, deleted, data, changed_at, device_id FROM record_versions "
+        "WHERE user_id = $1 AND record_id = $2 AND kind = $3 ORDER BY version DESC",
+        (user_id, record_id, kind),
+    )
+    return [
+        HistoryEntry(
+            version=row.version, deleted=row.deleted, data=row.data, changed_at=row.changed_at, device_id=row.device_id
+        )
+        for row in result
+    ]
+
+
+async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[UUID, str, int]]:
+    """(id, kind, version) of every live record, sorted by id: the manifest's input."""
+    result = await conn.exec_driver_sql(
+        "SELECT id, kind, version FROM records WHERE user_id = $1 AND NOT deleted ORDER BY id", (user_id,)
+    )
+    return [(row.id, row.kind, row.version) for row in result]
+
+
+def _row(row: Any) -> Row:
+    return Row(
+        id=row.id,
+        kind=row.kind,
+        version=row.version,
+        deleted=row.deleted,
+        data=row.data,
+        changed_at=row.changed_at,
+        updated_at=row.updated_at,
+        seq=row.seq,
+    )

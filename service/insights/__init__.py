@@ -1,0 +1,1 @@
+"""Pure scoring and rules behind the weekly reflection: no database, web framework or Redis here."""

@@ -1,0 +1,266 @@
+"""One sync round trip: validate, apply in one transaction, pull what is new.
+
+The pure rules (service/sync) decide; this module loads what they need in a
+few set-based statements, writes what they decided, and numbers the changes
+under the person's lock so a concurrent pull never skips one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from schemas import records as kinds
+from schemas.sync import (
+    MAX_MUTATIONS,
+    PROTOCOL_VERSIONS,
+    Change,
+    MutationIn,
+    MutationResult,
+    SyncRequest,
+    SyncResponse,
+)
+from schemas.sync import (
+    Conflict as WireConflict,
+)
+from schemas.sync import (
+    MutationError as WireError,
+)
+from service.db import sync as queries
+from service.insights.assessments import derive
+from service.problems import ProblemError
+from service.sync import cursor as cursors
+from service.sync.clock import clamp
+from service.sync.merge import Policy, Refused, apply_batch
+from service.sync.model import ErrorCode, Mutation, MutationError, Record, Result, Written
+
+_canonical = msgspec.json.Encoder(order="sorted")
+_results = msgspec.msgpack.Encoder()
+_stored_results = msgspec.msgpack.Decoder(list[MutationResult])
+
+
+def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A merged state must be a valid whole record; the server then adds its fields."""
+    try:
+        server_set = kinds.SERVER_SET_FIELDS.get(kind, frozenset())
+        whole = kinds.validate_full(kind, {k: v for k, v in data.items() if k not in server_set})
+    except kinds.Invalid as invalid:
+        raise Refused(MutationError(code="invalid", message=invalid.message, path=invalid.path)) from None
+    return derive(kind, whole)
+
+
+POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finalize=_finalize)
+
+
+class Syncer:
+    def __init__(self, *, tombstone_retention: timedelta) -> None:
+        self._retention = tombstone_retention
+
+    async def run(self, conn: AsyncConnection, user_id: UUID, request: SyncRequest) -> SyncResponse:
+        _check_request(request)
+        now = datetime.now(UTC)
+        after = self._position(request.cursor, now)
+        if not request.mutations:
+            return await self._pull(conn, user_id, request, after, None, None, [], now)
+
+        last_seq = await queries.lock_user(conn, user_id)
+        request_hash = _request_hash(request)
+        stored = await queries.find_batch(conn, user_id, request.batch_id)
+        if stored is not None:
+            if stored.request_hash != request_hash:
+                raise ProblemError(
+                    409, "batch-conflict", "This batch_id was already used for a batch with other content."
+                )
+            results = _stored_results.decode(stored.results)
+            return await self._pull(conn, user_id, request, after, last_seq, last_seq, results, now)
+
+        prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
+        mutations = [m for m in prepared if isinstance(m, Mutation)]
+        ids = list({m.id for m in mutations})
+        current = await queries.load_records(conn, user_id, ids)
+        since = _history_needed(current, mutations)
+        history = await queries.load_history(conn, user_id, since)
+        seen = await queries.applied_fingerprints(conn, user_id, ids, [m.fingerprint for m in mutations])
+
+        before = {record_id: record.version for record_id, record in current.items()}
+        core_results, written = apply_batch(current, history, seen, prepared, POLICY)
+        changed = _changed_in_order(current, before, written)
+        numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
+        updated_at = now
+        if numbered:
+            await queries.append_versions(conn, user_id, written)
+            updated_at = await queries.save_records(conn, user_id, numbered)
+            await queries.set_last_seq(conn, user_id, last_seq + len(numbered))
+        results = [_wire_result(r, updated_at) for r in core_results]
+        await queries.store_batch(
+            conn, user_id, request.batch_id, request_hash, _results.encode(results), len(request.mutations)
+        )
+        return await self._pull(conn, user_id, request, after, last_seq, last_seq + len(numbered), results, now)
+
+    def _position(self, cursor: str | None, now: datetime) -> int:
+        if cursor is None:
+            return 0
+        try:
+            position = cursors.decode(cursor)
+        except cursors.BadCursor:
+            raise ProblemError(
+                400, "invalid-cursor", "cursor: not a cursor from this server; start over with null", title=None
+            ) from None
+        if cursors.issued_at(position) < now - self._retention:
+            raise ProblemError(
+                410,
+                "cursor-expired",
+                f"This cursor is older than {self._retention.days} days; sync again from the start with cursor null.",
+            )
+        return position.seq
+
+    async def _pull(
+        self,
+        conn: AsyncConnection,
+        user_id: UUID,
+        request: SyncRequest,
+        after: int,
+        up_to: int | None,
+        own_up_to: int | None,
+        results: list[MutationResult],
+        now: datetime,
+    ) -> SyncResponse:
+        """Changes after the cursor, leaving out those this request itself made."""
+        rows = await queries.pull(conn, user_id, after, up_to, request.pull_limit + 1)
+        has_more = len(rows) > request.pull_limit
+        rows = rows[: request.pull_limit]
+        if has_more:
+            position = rows[-1].seq
+        elif own_up_to is not None:
+            position = max(after, own_up_to)
+        else:
+            position = max([after, *(row.seq for row in rows)])
+        await queries.remember_cursor(conn, user_id, request.device_id, position)
+        return SyncResponse(
+            results=results,
+            changes=[_change(row) for row in rows],
+            cursor=cursors.encode(position, now),
+            has_more=has_more,
+        )
+
+
+def _check_request(request: SyncRequest) -> None:
+    if request.protocol not in PROTOCOL_VERSIONS:
+        raise ProblemError(
+            426,
+            "protocol-unsupported",
+            f"Protocol {request.protocol} is not supported by this server. Keep your queued changes "
+            "and update the app; they will sync after the update.",
+        )
+    if len(request.mutations) > MAX_MUTATIONS:
+        raise ProblemError(
+            413,
+            "too-many-mutations",
+            f"mutations: {len(request.mutations)} in one batch; the limit is {MAX_MUTATIONS}. Send them in batches.",
+        )
+
+
+def _request_hash(request: SyncRequest) -> bytes:
+    """What makes two requests the same batch: the device and its mutations."""
+    return hashlib.sha256(_canonical.encode([request.device_id, request.mutations])).digest()
+
+
+def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mutation | Result:
+    """Check one mutation against its kind's rules; a refusal is that mutation's result."""
+
+    def refuse(code: ErrorCode, message: str, path: str) -> Result:
+        return Result(id=m.id, status="rejected", error=MutationError(code=code, message=message, path=path))
+
+    if m.kind in kinds.READ_ONLY_KINDS:
+        return refuse("read_only_kind", f"{m.kind} records are written by the server only", "kind")
+    if m.kind not in kinds.KINDS:
+        return refuse("unknown_kind", f"unknown kind {m.kind!r}; known: {', '.join(sorted(kinds.KINDS))}", "kind")
+    if m.kind == "preferences" and m.id != user_id:
+        return refuse("invalid", "the preferences record's id is the user id", "id")
+    if m.op == "delete":
+        if m.data:
+            return refuse("invalid", "a delete carries no data", "data")
+        data: dict[str, Any] = {}
+    else:
+        if m.data is None:
+            return refuse("invalid", "is required for an upsert", "data")
+        try:
+            data = kinds.validate_full(m.kind, m.data) if m.base_version == 0 else kinds.validate_patch(m.kind, m.data)
+        except kinds.Invalid as invalid:
+            return refuse("invalid", invalid.message, invalid.path)
+    fingerprint = hashlib.sha256(
+        _canonical.encode([m.kind, m.op, m.base_version, m.changed_at, data, device_id])
+    ).digest()
+    return Mutation(
+        id=m.id,
+        kind=m.kind,
+        op=m.op,
+        base_version=m.base_version,
+        changed_at=clamp(m.changed_at, now),
+        device_id=device_id,
+        data=data,
+        fingerprint=fingerprint,
+    )
+
+
+def _history_needed(current: dict[UUID, Record], mutations: list[Mutation]) -> dict[UUID, int]:
+    """For records changed since a mutation's base: load history from the oldest base on."""
+    since: dict[UUID, int] = {}
+    for m in mutations:
+        record = current.get(m.id)
+        if record is not None and m.base_version < record.version:
+            since[m.id] = min(since.get(m.id, m.base_version), m.base_version)
+    return since
+
+
+def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[UUID]:
+    """Records that got new versions, in the order of their last change."""
+    order: dict[UUID, None] = {}
+    for version in written:
+        order.pop(version.record_id, None)
+        order[version.record_id] = None
+    return [rid for rid in order if current[rid].version != before.get(rid)]
+
+
+def _change(row: queries.Row) -> Change:
+    return Change(
+        id=row.id,
+        kind=row.kind,
+        version=row.version,
+        deleted=row.deleted,
+        data={} if row.deleted else row.data,
+        changed_at=row.changed_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _wire_result(result: Result, updated_at: datetime) -> MutationResult:
+    record = result.record
+    return MutationResult(
+        id=result.id,
+        status=result.status,
+        version=result.version,
+        record=Change(
+            id=record.id,
+            kind=record.kind,
+            version=record.version,
+            deleted=record.deleted,
+            data={} if record.deleted else record.data,
+            changed_at=record.changed_at,
+            updated_at=updated_at,
+        )
+        if record is not None
+        else None,
+        conflicts=[
+            WireConflict(field=c.field, yours=c.yours, theirs=c.theirs, resolution=c.resolution)
+            for c in result.conflicts
+        ],
+        error=WireError(code=result.error.code, message=result.error.message, path=result.error.path)
+        if result.error
+        else None,
+    )
