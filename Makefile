@@ -4,7 +4,7 @@ UV := $(shell if command -v uv >/dev/null 2>&1; then echo uv; else echo "python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format setup
+.PHONY: run test lint format setup bench
 
 setup: $(VENV)/.synced
 
@@ -27,3 +27,6 @@ lint: setup  ## ruff and mypy
 format: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+bench: setup  ## benchmarks against a raw-asyncpg baseline taken in the same run (not part of make test)
+	$(BIN)/python -m bench.ingest

@@ -193,8 +193,9 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
             data = kinds.validate_full(m.kind, m.data) if m.base_version == 0 else kinds.validate_patch(m.kind, m.data)
         except kinds.Invalid as invalid:
             return refuse("invalid", invalid.message, invalid.path)
+    # Everything that makes this mutation this one: a re-send matches, another record never does.
     fingerprint = hashlib.sha256(
-        _canonical.encode([m.kind, m.op, m.base_version, m.changed_at, data, device_id])
+        _canonical.encode([m.id, m.kind, m.op, m.base_version, m.changed_at, data, device_id])
     ).digest()
     return Mutation(
         id=m.id,

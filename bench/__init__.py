@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): ratios against raw asyncpg measured in the same run."""
