@@ -7,14 +7,16 @@ answer follows the `Accept` header, else the request's own content type.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.di import NamedDependency
+from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
-from litestar.params import FromPath
+from litestar.openapi.spec import Operation, RequestBody
+from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -69,6 +71,20 @@ def decode_request(content_type: str | None, body: bytes) -> tuple[SyncRequest, 
         raise ProblemError(400, "malformed-request", f"The body is not valid {media_type}: {error}") from None
 
 
+async def _sync_body_for_openapi(data: JSONBody[SyncRequest]) -> None:
+    """Never called: OpenAPI documents a route's body from a `data` parameter,
+    and the sync handler decodes its body itself (JSON or MessagePack)."""
+
+
+@dataclass
+class _SyncOperation(Operation):
+    """The documented body is accepted as MessagePack too."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody) and JSON in self.request_body.content:
+            self.request_body.content[MSGPACK] = self.request_body.content[JSON]
+
+
 _SYNC_RESPONSES = {
     200: ResponseSpec(SyncResponse, description="Results of the pushed mutations and the pulled changes"),
     **problem_specs(400, 401, 409, 410, 413, 415, 422, 426),
@@ -84,8 +100,10 @@ class SyncController(Controller):
         "/",
         status_code=200,
         responses=_SYNC_RESPONSES,
-        description="Request body: a SyncRequest as application/json or application/msgpack. "
-        "The answer follows Accept, else the request's content type.",
+        dependencies={"_documented_body": Provide(_sync_body_for_openapi)},
+        operation_class=_SyncOperation,
+        description="The body is a SyncRequest as application/json or application/msgpack; "
+        "the answer follows Accept, else the request's content type.",
     )
     async def sync(
         self,
