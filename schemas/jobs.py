@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 PURGE_EXPIRED_SESSIONS = "purge_expired_sessions"
+PURGE_TOMBSTONES = "purge_tombstones"

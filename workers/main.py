@@ -24,11 +24,11 @@ from service.db.engine import create_engine
 from service.logs import configure_logging
 from service.queue import create_redis, decode_job, encode_job
 from service.settings import Settings
-from workers.jobs.maintenance import purge_expired_sessions
+from workers.jobs.maintenance import purge_expired_sessions, purge_tombstones
 
 log = structlog.get_logger(__name__)
 
-FUNCTIONS = {jobs.PURGE_EXPIRED_SESSIONS: purge_expired_sessions}
+FUNCTIONS = {jobs.PURGE_EXPIRED_SESSIONS: purge_expired_sessions, jobs.PURGE_TOMBSTONES: purge_tombstones}
 
 
 def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
@@ -52,7 +52,10 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
 
     return Worker(
         functions=[func(fn, name=name) for name, fn in FUNCTIONS.items()],
-        cron_jobs=[cron(purge_expired_sessions, name=jobs.PURGE_EXPIRED_SESSIONS + ":cron", minute=17, second=0)],
+        cron_jobs=[
+            cron(purge_expired_sessions, name=jobs.PURGE_EXPIRED_SESSIONS + ":cron", minute=17, second=0),
+            cron(purge_tombstones, name=jobs.PURGE_TOMBSTONES + ":cron", hour=3, minute=41, second=0),
+        ],
         redis_pool=create_redis(settings),
         on_startup=startup,
         on_shutdown=shutdown,

@@ -8,7 +8,7 @@ SQLAlchemy transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -240,3 +240,23 @@ def _row(row: Any) -> Row:
         updated_at=row.updated_at,
         seq=row.seq,
     )
+
+
+async def purge_tombstones(conn: AsyncConnection, retention: timedelta) -> int:
+    """Drop deleted records older than the retention that every device active
+    within it has already pulled; their history stays."""
+    result = await conn.exec_driver_sql(
+        "DELETE FROM records r WHERE r.deleted AND r.updated_at < now() - $1::interval "
+        "AND NOT EXISTS (SELECT 1 FROM device_cursors c WHERE c.user_id = r.user_id "
+        "AND c.updated_at >= now() - $1::interval AND c.seq < r.seq)",
+        (retention,),
+    )
+    return result.rowcount or 0
+
+
+async def purge_batches(conn: AsyncConnection, retention: timedelta) -> int:
+    """Receipts are kept as long as a device may still come back with an old cursor."""
+    result = await conn.exec_driver_sql(
+        "DELETE FROM sync_batches WHERE created_at < now() - $1::interval", (retention,)
+    )
+    return result.rowcount or 0

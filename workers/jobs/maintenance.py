@@ -9,6 +9,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import accounts
+from service.db import sync as sync_queries
+from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -23,3 +25,19 @@ async def purge_expired_sessions(ctx: dict[str, Any]) -> int:
         removed = await accounts.purge_expired_sessions(conn, REVOKED_SESSION_GRACE)
     log.info("sessions_purged", count=removed)
     return removed
+
+
+async def purge_tombstones(ctx: dict[str, Any]) -> int:
+    """Forget deletions every active device has seen, once older than the retention.
+
+    A device that has not synced within the retention gets `cursor-expired`
+    and starts over, so it cannot miss a purged deletion.
+    """
+    engine: AsyncEngine = ctx["engine"]
+    settings: Settings = ctx["settings"]
+    retention = timedelta(days=settings.tombstone_retention_days)
+    async with engine.begin() as conn:
+        records = await sync_queries.purge_tombstones(conn, retention)
+        batches = await sync_queries.purge_batches(conn, retention)
+    log.info("tombstones_purged", records=records, batches=batches)
+    return records
