@@ -6,6 +6,9 @@ from typing import Annotated
 
 import msgspec
 
+# The largest request body the API reads (a 413 beyond it).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+
 # Postgres text cannot hold U+0000, and no person types it: refuse it up front.
 NO_NUL_PATTERN = "^[^\\x00]*$"
 

@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
+from schemas.base import MAX_BODY_BYTES
 from service.api.auth import AuthController
 from service.api.devices import DeviceController
 from service.api.health import healthz, readyz
@@ -29,8 +30,6 @@ from service.queue import create_redis
 from service.request_context import RequestContext
 from service.settings import Settings
 from service.sync_batch import Syncer
-
-MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
 def create_app(settings: Settings) -> Litestar:

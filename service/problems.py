@@ -18,7 +18,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
-from schemas.base import NO_NUL_PATTERN
+from schemas.base import MAX_BODY_BYTES, NO_NUL_PATTERN
 from schemas.problems import PROBLEM_MEDIA_TYPE, FieldError, Problem
 
 log = structlog.get_logger(__name__)
@@ -135,7 +135,10 @@ def _on_http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]
     if status >= 500:
         log.error("http_error", status=status, error=type(exc).__name__)
         return problem_response(status, _SLUGS.get(status, "internal-error"), HTTPStatus(status).phrase)
-    return problem_response(status, _SLUGS.get(status, "error"), exc.detail, headers=exc.headers)
+    detail = exc.detail
+    if status == 413:  # raised by the framework's body-size check
+        detail = f"The request body is over the limit of 2 MiB ({MAX_BODY_BYTES:,} bytes)."
+    return problem_response(status, _SLUGS.get(status, "error"), detail, headers=exc.headers)
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:

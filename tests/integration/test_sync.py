@@ -1,0 +1,828 @@
+"""`POST /v1/sync`, its receipts and the manifest, through HTTP against the real app and Postgres.
+
+Each phone here is one device of a person: it sends its queued mutations and
+keeps the cursor the server hands back, as the app does. The conflict rules
+between two devices live in test_sync_conflicts.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.sync import SyncResponse
+from service.db.tables import record_versions
+from service.settings import Settings
+from service.sync import cursor as cursors
+from tests.integration.conftest import Client, anonymous, assert_problem, bearer, signup
+
+MSGPACK = "application/msgpack"
+
+
+def stamp(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def checkin(**changes: Any) -> dict[str, Any]:
+    """A whole mood check-in, as a phone creates one."""
+    data: dict[str, Any] = {"occurred_at": "2026-11-20T21:04:00+01:00", "mood": 5}
+    data.update(changes)
+    return data
+
+
+def journal(**changes: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {"occurred_at": "2026-11-20T21:04:00+01:00", "body": "A quiet evening."}
+    data.update(changes)
+    return data
+
+
+def upsert(
+    record_id: str, kind: str, data: dict[str, Any], *, base: int = 0, at: datetime | None = None
+) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "kind": kind,
+        "op": "upsert",
+        "base_version": base,
+        "changed_at": stamp(at or datetime.now(UTC)),
+        "data": data,
+    }
+
+
+def delete(record_id: str, kind: str, *, base: int, at: datetime | None = None) -> dict[str, Any]:
+    return {
+        "id": record_id,
+        "kind": kind,
+        "op": "delete",
+        "base_version": base,
+        "changed_at": stamp(at or datetime.now(UTC)),
+    }
+
+
+class Phone:
+    """One device of a person: sends batches, keeps the cursor it is given."""
+
+    def __init__(self, client: Client, tokens: Any, device_id: uuid.UUID | None = None) -> None:
+        self.client = client
+        self.tokens = tokens
+        self.id = device_id or uuid.uuid4()
+        self.cursor: str | None = None
+
+    def request(self, mutations: list[dict[str, Any]], *, batch_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "device_id": str(self.id),
+            "batch_id": batch_id or new_id(),
+            "cursor": self.cursor,
+            "mutations": mutations,
+        }
+        body.update(extra)
+        return body
+
+    async def post(self, body: Any, **headers: str) -> httpx.Response:
+        return await self.client.post("/v1/sync", json=body, headers={**bearer(self.tokens), **headers})
+
+    async def send(
+        self, mutations: list[dict[str, Any]], *, batch_id: str | None = None, **extra: Any
+    ) -> httpx.Response:
+        return await self.post(self.request(mutations, batch_id=batch_id, **extra))
+
+    async def sync(self, *mutations: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        """One round trip that must succeed; the phone moves on to the new cursor."""
+        response = await self.send(list(mutations), **extra)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/json")
+        body: dict[str, Any] = response.json()
+        self.cursor = body["cursor"]
+        return body
+
+    async def pull_all(self, pull_limit: int = 500) -> list[dict[str, Any]]:
+        """Pull until the server has nothing more."""
+        changes: list[dict[str, Any]] = []
+        while True:
+            body = await self.sync(pull_limit=pull_limit)
+            changes.extend(body["changes"])
+            if not body["has_more"]:
+                return changes
+
+
+async def get_record(client: Client, tokens: Any, kind: str, record_id: str) -> httpx.Response:
+    return await client.get(f"/v1/records/{kind}/{record_id}", headers=bearer(tokens))
+
+
+async def current(client: Client, tokens: Any, kind: str, record_id: str) -> dict[str, Any]:
+    response = await get_record(client, tokens, kind, record_id)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def history(client: Client, tokens: Any, kind: str, record_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"/v1/records/{kind}/{record_id}/history", headers=bearer(tokens))
+    assert response.status_code == 200, response.text
+    body: list[dict[str, Any]] = response.json()
+    return body
+
+
+async def manifest(client: Client, tokens: Any) -> dict[str, Any]:
+    response = await client.get("/v1/sync/manifest", headers=bearer(tokens))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def statuses(body: dict[str, Any]) -> list[str]:
+    return [result["status"] for result in body["results"]]
+
+
+# --- statuses ------------------------------------------------------------------------------------
+
+
+async def test_a_create_is_version_1_and_each_update_adds_one(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    record = new_id()
+
+    created = await phone.sync(upsert(record, "mood_checkin", checkin(mood=4, tags=["walk"])))
+    assert created["results"] == [
+        {"id": record, "status": "applied", "version": 1, "record": None, "conflicts": [], "error": None}
+    ]
+    first = await phone.sync(upsert(record, "mood_checkin", {"mood": 6}, base=1))
+    assert (statuses(first), first["results"][0]["version"]) == (["applied"], 2)
+    second = await phone.sync(upsert(record, "mood_checkin", {"note": "better after tea"}, base=2))
+    assert (statuses(second), second["results"][0]["version"]) == (["applied"], 3)
+
+    now = await current(client, tokens, "mood_checkin", record)
+    assert now["version"] == 3
+    assert not now["deleted"]
+    assert now["data"]["mood"] == 6
+    assert now["data"]["note"] == "better after tea"
+    assert now["data"]["tags"] == ["walk"]
+    assert [v["version"] for v in await history(client, tokens, "mood_checkin", record)] == [3, 2, 1]
+
+
+async def test_the_same_mutation_in_a_new_batch_is_a_duplicate_and_changes_nothing(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, other = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    create = upsert(record, "mood_checkin", checkin(mood=3))
+    update = upsert(record, "mood_checkin", {"mood": 7}, base=1)
+    await phone.sync(create)
+    await phone.sync(update)
+    await other.pull_all()
+    before = await current(client, tokens, "mood_checkin", record)
+
+    # The response was lost; the phone sends both again in a batch of its own.
+    again = await phone.sync(create, update)
+
+    assert statuses(again) == ["duplicate", "duplicate"]
+    assert [r["version"] for r in again["results"]] == [2, 2]
+    assert await current(client, tokens, "mood_checkin", record) == before
+    assert before["data"]["mood"] == 7
+    assert [v["version"] for v in await history(client, tokens, "mood_checkin", record)] == [2, 1]
+    # Another device has nothing new to pull.
+    assert (await other.sync())["changes"] == []
+
+
+async def test_unknown_read_only_and_ahead_mutations_are_rejected_and_the_rest_applies(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    existing = new_id()
+    await phone.sync(upsert(existing, "mood_checkin", checkin(mood=5)))
+    ok_before, dream, insight, ok_after = new_id(), new_id(), new_id(), new_id()
+
+    body = await phone.sync(
+        upsert(ok_before, "mood_checkin", checkin(mood=2)),
+        upsert(dream, "dream_log", {"occurred_at": "2026-11-20T21:04:00+01:00"}),
+        upsert(insight, "weekly_insight", {"week_start": "2026-11-16"}),
+        upsert(existing, "mood_checkin", {"mood": 9}, base=5),
+        upsert(ok_after, "journal_entry", journal()),
+    )
+
+    assert statuses(body) == ["applied", "rejected", "rejected", "rejected", "applied"]
+    errors = [result["error"] for result in body["results"]]
+    assert (errors[1]["code"], errors[1]["path"]) == ("unknown_kind", "kind")
+    assert (errors[2]["code"], errors[2]["path"]) == ("read_only_kind", "kind")
+    assert (errors[3]["code"], errors[3]["path"]) == ("base_version_ahead", "base_version")
+    assert all(error["message"] for error in errors[1:4])
+    assert errors[0] is None
+    assert errors[4] is None
+    assert (await get_record(client, tokens, "dream_log", dream)).status_code == 404
+    assert (await get_record(client, tokens, "weekly_insight", insight)).status_code == 404
+    untouched = await current(client, tokens, "mood_checkin", existing)
+    assert (untouched["version"], untouched["data"]["mood"]) == (1, 5)
+    assert (await current(client, tokens, "mood_checkin", ok_before))["data"]["mood"] == 2
+    assert (await current(client, tokens, "journal_entry", ok_after))["version"] == 1
+
+
+INVALID_CASES = [
+    pytest.param("mood_checkin", checkin(mood="seven"), "data.mood", None, id="wrong-type"),
+    pytest.param("mood_checkin", checkin(mood=11), "data.mood", r"\b10\b", id="range"),
+    pytest.param(
+        "activity",
+        {"occurred_at": "2026-11-20T09:00:00Z", "category": "chores", "description": "x", "with_others": False},
+        "data.category",
+        r"enjoyment",
+        id="enum",
+    ),
+    pytest.param("journal_entry", journal(body="a" * 20_001), "data.body", r"20[,.\s]?000", id="text-too-long"),
+    pytest.param(
+        "mood_checkin", checkin(tags=[f"t{i}" for i in range(51)]), "data.tags", r"\b50\b", id="list-too-long"
+    ),
+    pytest.param("mood_checkin", checkin(x=1), "data.x", None, id="unknown-field"),
+    pytest.param(
+        "assessment",
+        {"occurred_at": "2026-11-20T09:00:00Z", "instrument": "who5", "answers": [3, 3, 3, 3, 3], "score": 25},
+        "data.score",
+        None,
+        id="server-set-field",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "data", "path", "limit"), INVALID_CASES)
+async def test_an_invalid_mutation_is_rejected_naming_the_field_and_the_batch_goes_on(
+    client: Client, kind: str, data: dict[str, Any], path: str, limit: str | None
+) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    before, bad, after = new_id(), new_id(), new_id()
+
+    body = await phone.sync(
+        upsert(before, "mood_checkin", checkin(mood=4)),
+        upsert(bad, kind, data),
+        upsert(after, "mood_checkin", checkin(mood=6)),
+    )
+
+    assert statuses(body) == ["applied", "rejected", "applied"]
+    error = body["results"][1]["error"]
+    assert (error["code"], error["path"]) == ("invalid", path)
+    assert error["message"]
+    if limit is not None:
+        assert re.search(limit, error["message"]), error["message"]
+    assert (await get_record(client, tokens, kind, bad)).status_code == 404
+    assert (await manifest(client, tokens))["records"] == 2
+
+
+async def test_preferences_must_carry_the_user_id(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    prefs = {"timezone": "Europe/Berlin", "weekly_day": "fri"}
+
+    body = await phone.sync(upsert(new_id(), "preferences", prefs), upsert(tokens["user_id"], "preferences", prefs))
+
+    assert statuses(body) == ["rejected", "applied"]
+    error = body["results"][0]["error"]
+    assert (error["code"], error["path"]) == ("invalid", "id")
+    saved = await current(client, tokens, "preferences", tokens["user_id"])
+    assert (saved["data"]["timezone"], saved["data"]["weekly_day"]) == ("Europe/Berlin", "fri")
+
+
+async def test_one_record_created_then_updated_twice_in_one_batch_applies_in_order(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    record = new_id()
+    start = datetime.now(UTC) - timedelta(minutes=3)
+
+    body = await phone.sync(
+        upsert(record, "journal_entry", journal(body="First draft.", tags=["evening"]), at=start),
+        upsert(record, "journal_entry", {"body": "Second draft."}, base=1, at=start + timedelta(minutes=1)),
+        upsert(record, "journal_entry", {"title": "Kinder words"}, base=2, at=start + timedelta(minutes=2)),
+    )
+
+    assert statuses(body) == ["applied", "applied", "applied"]
+    assert [r["version"] for r in body["results"]] == [1, 2, 3]
+    now = await current(client, tokens, "journal_entry", record)
+    assert now["version"] == 3
+    assert (now["data"]["body"], now["data"]["title"], now["data"]["tags"]) == (
+        "Second draft.",
+        "Kinder words",
+        ["evening"],
+    )
+    versions = await history(client, tokens, "journal_entry", record)
+    assert [(v["version"], v["data"]["body"]) for v in versions] == [
+        (3, "Second draft."),
+        (2, "Second draft."),
+        (1, "First draft."),
+    ]
+
+
+async def test_a_batch_becomes_visible_all_at_once(client: Client) -> None:
+    """All accepted mutations of a batch commit together: a reader never sees half of one."""
+    tokens = await anonymous(client)
+    writer = Phone(client, tokens)
+    size, batches = 150, 3
+    observed: list[int] = []
+    done = asyncio.Event()
+
+    async def write() -> None:
+        try:
+            for _ in range(batches):
+                body = await writer.sync(*(upsert(new_id(), "mood_checkin", checkin()) for _ in range(size)))
+                assert set(statuses(body)) == {"applied"}
+        finally:
+            done.set()
+
+    async def watch() -> None:
+        while not done.is_set():
+            observed.append((await manifest(client, tokens))["records"])
+            await asyncio.sleep(0)
+
+    await asyncio.gather(write(), watch())
+    observed.append((await manifest(client, tokens))["records"])
+
+    assert observed[-1] == size * batches
+    assert any(0 < count < size * batches for count in observed), "the reader never overlapped the writes"
+    assert all(count % size == 0 for count in observed), observed
+
+
+# --- limits and refusals -------------------------------------------------------------------------
+
+
+async def test_a_body_over_2_mib_is_413_naming_the_limit(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    body = phone.request([upsert(new_id(), "journal_entry", journal(body="a" * (2 * 1024 * 1024)))])
+
+    response = await phone.post(body)
+
+    problem = assert_problem(response, 413)
+    assert re.search(r"2\s*MiB|2\s*MB|2097152|2,097,152", problem["detail"]), problem
+    assert (await manifest(client, tokens))["records"] == 0
+
+
+async def test_501_mutations_are_413_naming_the_limit_500(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+
+    response = await phone.send([upsert(new_id(), "mood_checkin", checkin()) for _ in range(501)])
+
+    problem = assert_problem(response, 413)
+    assert re.search(r"\b500\b", problem["detail"]), problem
+    assert (await manifest(client, tokens))["records"] == 0
+    # 500 is allowed.
+    allowed = await phone.sync(*(upsert(new_id(), "mood_checkin", checkin()) for _ in range(500)))
+    assert statuses(allowed) == ["applied"] * 500
+
+
+@pytest.mark.parametrize("pull_limit", [0, 1001])
+async def test_a_pull_limit_outside_1_to_1000_is_422_naming_it(client: Client, pull_limit: int) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+
+    response = await phone.send([upsert(new_id(), "mood_checkin", checkin())], pull_limit=pull_limit)
+
+    problem = assert_problem(response, 422, path="pull_limit")
+    assert "pull_limit" in problem["detail"]
+    assert (await manifest(client, tokens))["records"] == 0
+
+
+async def test_an_unsupported_protocol_is_426_and_tells_the_app_to_keep_its_changes(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+
+    response = await phone.send([upsert(new_id(), "mood_checkin", checkin())], protocol=2)
+
+    problem = assert_problem(response, 426)
+    assert problem["type"].endswith("protocol-unsupported")
+    assert re.search(r"\bkeep\b", problem["detail"], re.IGNORECASE), problem["detail"]
+    assert re.search(r"\bupdate\b", problem["detail"], re.IGNORECASE), problem["detail"]
+    assert (await manifest(client, tokens))["records"] == 0
+    # Protocol 1, said out loud, is fine.
+    assert statuses(await phone.sync(upsert(new_id(), "mood_checkin", checkin()), protocol=1)) == ["applied"]
+
+
+async def test_a_garbage_cursor_is_400(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    phone.cursor = "not-a-cursor!!"
+
+    response = await phone.send([upsert(new_id(), "mood_checkin", checkin())])
+
+    assert_problem(response, 400)
+    assert (await manifest(client, tokens))["records"] == 0
+
+
+async def test_a_cursor_older_than_the_retention_is_410_cursor_expired(client: Client, settings: Settings) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    await phone.sync(upsert(new_id(), "mood_checkin", checkin()))
+    old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
+    phone.cursor = cursors.encode(1, old)
+
+    response = await phone.send([])
+
+    problem = assert_problem(response, 410)
+    assert problem["type"].endswith("cursor-expired")
+    # Starting over works and brings everything back.
+    phone.cursor = None
+    assert len((await phone.sync())["changes"]) == 1
+
+
+async def test_an_unsupported_content_type_is_415(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    body = json.dumps(phone.request([upsert(new_id(), "mood_checkin", checkin())]))
+
+    response = await client.post("/v1/sync", content=body, headers={**bearer(tokens), "Content-Type": "text/plain"})
+
+    assert_problem(response, 415)
+    assert (await manifest(client, tokens))["records"] == 0
+
+
+async def test_sync_without_a_bearer_token_is_401(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+
+    response = await client.post("/v1/sync", json=phone.request([upsert(new_id(), "mood_checkin", checkin())]))
+
+    assert_problem(response, 401)
+    assert_problem(await client.get("/v1/sync/manifest"), 401)
+    assert_problem(await client.get(f"/v1/sync/batches/{new_id()}"), 401)
+    assert (await manifest(client, tokens))["records"] == 0
+
+
+# --- idempotency and receipts --------------------------------------------------------------------
+
+
+async def test_the_same_batch_sent_five_times_at_once_applies_once_with_identical_results(
+    client: Client, engine: AsyncEngine
+) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    ids = [new_id() for _ in range(4)]
+    request = phone.request(
+        [
+            *(upsert(record, "mood_checkin", checkin(mood=3 + i)) for i, record in enumerate(ids)),
+            upsert(ids[0], "mood_checkin", {"mood": 9}, base=1),
+            upsert(new_id(), "dream_log", {}),
+        ]
+    )
+
+    responses = await asyncio.gather(*(phone.post(request) for _ in range(5)))
+
+    assert [r.status_code for r in responses] == [200] * 5, [r.text for r in responses]
+    results = [r.json()["results"] for r in responses]
+    assert all(result == results[0] for result in results[1:])
+    assert [(r["status"], r["version"]) for r in results[0]] == [
+        ("applied", 1),
+        ("applied", 1),
+        ("applied", 1),
+        ("applied", 1),
+        ("applied", 2),
+        ("rejected", None),
+    ]
+    for record, versions in zip(ids, [[2, 1], [1], [1], [1]], strict=True):
+        assert [v["version"] for v in await history(client, tokens, "mood_checkin", record)] == versions
+    async with engine.connect() as conn:
+        rows = await conn.scalar(
+            select(func.count())
+            .select_from(record_versions)
+            .where(record_versions.c.user_id == uuid.UUID(tokens["user_id"]))
+        )
+    assert rows == 5
+    assert (await manifest(client, tokens))["records"] == 4
+
+
+async def test_the_same_batch_id_with_other_content_is_409(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    batch_id, first, second = new_id(), new_id(), new_id()
+    await phone.sync(upsert(first, "mood_checkin", checkin()), batch_id=batch_id)
+
+    response = await phone.send([upsert(second, "mood_checkin", checkin())], batch_id=batch_id)
+
+    assert_problem(response, 409)
+    assert (await get_record(client, tokens, "mood_checkin", second)).status_code == 404
+    assert (await manifest(client, tokens))["records"] == 1
+
+
+async def test_a_batch_receipt_returns_the_stored_results(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, other = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    await phone.sync(upsert(record, "mood_checkin", checkin(mood=4, tags=["a"])))
+    await other.sync(upsert(record, "mood_checkin", {"tags": ["a", "b"]}, base=1))
+    batch_id = new_id()
+    sent = await phone.sync(
+        upsert(record, "mood_checkin", {"tags": ["a", "c"]}, base=1),
+        upsert(new_id(), "mood_checkin", checkin(mood=99)),
+        upsert(new_id(), "journal_entry", journal()),
+        batch_id=batch_id,
+    )
+    assert statuses(sent) == ["merged", "rejected", "applied"]
+
+    response = await client.get(f"/v1/sync/batches/{batch_id}", headers=bearer(tokens))
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"batch_id": batch_id, "results": sent["results"]}
+
+
+async def test_an_unknown_or_someone_elses_batch_receipt_is_404(client: Client) -> None:
+    ada, bob = await signup(client, "ada@example.org"), await signup(client, "bob@example.org")
+    batch_id = new_id()
+    await Phone(client, ada).sync(upsert(new_id(), "mood_checkin", checkin()), batch_id=batch_id)
+    assert (await client.get(f"/v1/sync/batches/{batch_id}", headers=bearer(ada))).status_code == 200
+
+    unknown = await client.get(f"/v1/sync/batches/{new_id()}", headers=bearer(bob))
+    others = await client.get(f"/v1/sync/batches/{batch_id}", headers=bearer(bob))
+
+    assert_problem(unknown, 404)
+    assert_problem(others, 404)
+    assert others.json() == unknown.json()
+
+
+# --- pull ----------------------------------------------------------------------------------------
+
+
+async def test_a_second_device_pulls_everything_from_a_null_cursor(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    mood, entry = new_id(), new_id()
+    await phone.sync(
+        upsert(mood, "mood_checkin", checkin(mood=6, emotions=["calm", "tired", "calm"])),
+        upsert(entry, "journal_entry", journal(body="I was gentle with myself today.")),
+    )
+
+    body = await tablet.sync()
+
+    assert body["has_more"] is False
+    assert [(c["id"], c["kind"], c["version"], c["deleted"]) for c in body["changes"]] == [
+        (mood, "mood_checkin", 1, False),
+        (entry, "journal_entry", 1, False),
+    ]
+    assert body["changes"][0]["data"]["mood"] == 6
+    assert body["changes"][0]["data"]["emotions"] == ["calm", "tired"]
+    assert body["changes"][1]["data"]["body"] == "I was gentle with myself today."
+    # Nothing more the next time round.
+    assert (await tablet.sync())["changes"] == []
+
+
+async def test_a_request_does_not_echo_its_own_changes(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    theirs, mine = new_id(), new_id()
+    await tablet.sync(upsert(theirs, "mood_checkin", checkin(mood=2)))
+
+    body = await phone.sync(upsert(mine, "mood_checkin", checkin(mood=8)))
+
+    assert statuses(body) == ["applied"]
+    assert [c["id"] for c in body["changes"]] == [theirs]
+    # The next pull does not bring it back either: the cursor is past it.
+    assert (await phone.sync())["changes"] == []
+    assert [c["id"] for c in (await tablet.sync())["changes"]] == [mine]
+
+
+async def test_paging_brings_every_record_once_in_change_order(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    ids = [new_id() for _ in range(10)]
+    await phone.sync(*(upsert(record, "mood_checkin", checkin(mood=i + 1)) for i, record in enumerate(ids)))
+    await phone.sync(upsert(ids[0], "mood_checkin", {"mood": 10}, base=1))
+
+    pages = []
+    while True:
+        body = await tablet.sync(pull_limit=3)
+        pages.append(body)
+        if not body["has_more"]:
+            break
+        assert len(pages) < 10, "paging never ends"
+
+    assert [len(page["changes"]) for page in pages] == [3, 3, 3, 1]
+    assert [page["has_more"] for page in pages] == [True, True, True, False]
+    pulled = [(c["id"], c["version"]) for page in pages for c in page["changes"]]
+    assert pulled == [(record, 1) for record in ids[1:]] + [(ids[0], 2)]
+    assert (await tablet.sync(pull_limit=3))["changes"] == []
+
+
+async def test_a_deleted_record_arrives_as_a_tombstone(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="Too raw to keep.")))
+    assert [c["id"] for c in (await tablet.sync())["changes"]] == [record]
+
+    removed = await phone.sync(delete(record, "journal_entry", base=1))
+    assert (statuses(removed), removed["results"][0]["version"]) == (["applied"], 2)
+
+    changes = (await tablet.sync())["changes"]
+    assert [(c["id"], c["version"], c["deleted"], c["data"]) for c in changes] == [(record, 2, True, {})]
+    gone = await current(client, tokens, "journal_entry", record)
+    assert (gone["deleted"], gone["data"]) == (True, {})
+
+
+async def test_a_pull_during_concurrent_writes_of_three_devices_misses_nothing(client: Client) -> None:
+    tokens = await anonymous(client)
+    writers = [Phone(client, tokens) for _ in range(3)]
+    reader = Phone(client, tokens)
+    created: set[str] = set()
+    pulled: list[tuple[str, int]] = []
+    overlapped: list[int] = []  # changes pulled while the writers were still at it
+    writing = 3
+
+    async def write(phone: Phone) -> None:
+        nonlocal writing
+        try:
+            for _ in range(6):
+                batch = [upsert(new_id(), "mood_checkin", checkin()) for _ in range(5)]
+                body = await phone.sync(*batch)
+                assert statuses(body) == ["applied"] * 5
+                created.update(m["id"] for m in batch)
+        finally:
+            writing -= 1
+
+    async def read() -> None:
+        while True:
+            writers_done = writing == 0
+            body = await reader.sync(pull_limit=4)
+            pulled.extend((c["id"], c["version"]) for c in body["changes"])
+            if not writers_done:
+                overlapped.append(len(body["changes"]))
+            if writers_done and not body["has_more"]:
+                return
+            await asyncio.sleep(0)
+
+    await asyncio.gather(read(), *(write(phone) for phone in writers))
+
+    assert len(created) == 90
+    assert {record for record, _ in pulled} == created
+    assert len(pulled) == len(set(pulled)), "a record was pulled twice at the same version"
+    assert sum(overlapped) > 0, "the reader never pulled while the writers wrote"
+
+
+# --- manifest ------------------------------------------------------------------------------------
+
+
+async def test_the_manifest_counts_and_checksums_live_records(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    moods, entries = [new_id() for _ in range(3)], [new_id() for _ in range(2)]
+    await phone.sync(
+        *(upsert(record, "mood_checkin", checkin()) for record in moods),
+        *(upsert(record, "journal_entry", journal()) for record in entries),
+    )
+    await phone.sync(
+        delete(moods[0], "mood_checkin", base=1), upsert(entries[1], "journal_entry", {"title": "t"}, base=1)
+    )
+    live = {moods[1]: 1, moods[2]: 1, entries[0]: 1, entries[1]: 2}
+    lines = "".join(f"{record}:{live[record]}\n" for record in sorted(live))
+
+    body = await manifest(client, tokens)
+
+    assert body["records"] == 4
+    assert {kind: count for kind, count in body["by_kind"].items() if count} == {"mood_checkin": 2, "journal_entry": 2}
+    assert body["checksum"] == hashlib.sha256(lines.encode()).hexdigest()
+
+
+async def test_an_empty_account_has_an_empty_manifest(client: Client) -> None:
+    tokens = await anonymous(client)
+
+    body = await manifest(client, tokens)
+
+    assert body["records"] == 0
+    assert not any(body["by_kind"].values())
+    assert body["checksum"] == hashlib.sha256(b"").hexdigest()
+
+
+# --- isolation between people --------------------------------------------------------------------
+
+
+async def test_one_person_never_sees_anothers_records(client: Client) -> None:
+    ada, bob = await signup(client, "ada@example.org"), await signup(client, "bob@example.org")
+    ada_phone, bob_phone = Phone(client, ada), Phone(client, bob)
+    hers, his = new_id(), new_id()
+    await ada_phone.sync(upsert(hers, "journal_entry", journal(body="Private words.")))
+    await bob_phone.sync(upsert(his, "mood_checkin", checkin()))
+
+    theirs = await get_record(client, bob, "journal_entry", hers)
+    unknown = await get_record(client, bob, "journal_entry", new_id())
+    assert_problem(theirs, 404)
+    assert theirs.json() == unknown.json()
+    their_history = await client.get(f"/v1/records/journal_entry/{hers}/history", headers=bearer(bob))
+    unknown_history = await client.get(f"/v1/records/journal_entry/{new_id()}/history", headers=bearer(bob))
+    assert_problem(their_history, 404)
+    assert their_history.json() == unknown_history.json()
+    assert "Private words." not in theirs.text + their_history.text
+
+    pulled = await Phone(client, bob).pull_all()
+    assert [c["id"] for c in pulled] == [his]
+    assert (await manifest(client, bob))["records"] == 1
+
+
+async def test_a_mutation_with_anothers_record_id_makes_ones_own_record(client: Client) -> None:
+    ada, bob = await signup(client, "ada@example.org"), await signup(client, "bob@example.org")
+    ada_phone, bob_phone = Phone(client, ada), Phone(client, bob)
+    record = new_id()
+    await ada_phone.sync(upsert(record, "mood_checkin", checkin(mood=4, note="hers")))
+
+    ahead = await bob_phone.sync(upsert(record, "mood_checkin", {"mood": 1}, base=1))
+    created = await bob_phone.sync(upsert(record, "mood_checkin", checkin(mood=9, note="his")))
+
+    assert ahead["results"][0]["error"]["code"] == "base_version_ahead"
+    assert (statuses(created), created["results"][0]["version"]) == (["applied"], 1)
+    hers = await current(client, ada, "mood_checkin", record)
+    his = await current(client, bob, "mood_checkin", record)
+    assert (hers["version"], hers["data"]["mood"], hers["data"]["note"]) == (1, 4, "hers")
+    assert (his["version"], his["data"]["mood"], his["data"]["note"]) == (1, 9, "his")
+    assert len(await history(client, ada, "mood_checkin", record)) == 1
+    assert (await ada_phone.sync())["changes"] == []
+
+
+# --- MessagePack ---------------------------------------------------------------------------------
+
+
+async def test_messagepack_in_messagepack_out_with_the_same_results_as_json(client: Client) -> None:
+    packed_user, json_user = await anonymous(client), await anonymous(client)
+    device = uuid.uuid4()
+    packed_phone, json_phone = Phone(client, packed_user, device), Phone(client, json_user, device)
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    record = new_id()
+    mutations = [
+        upsert(record, "mood_checkin", checkin(mood=6, tags=["b", "a"]), at=at),
+        upsert(record, "mood_checkin", {"mood": 7}, base=1, at=at),
+        upsert(new_id(), "mood_checkin", checkin(mood=0), at=at),
+        upsert(new_id(), "weekly_insight", {}, at=at),
+    ]
+    request = packed_phone.request(mutations)
+
+    packed = await client.post(
+        "/v1/sync",
+        content=msgspec.msgpack.encode(request),
+        headers={**bearer(packed_user), "Content-Type": MSGPACK},
+    )
+    as_json = await json_phone.post(request)
+
+    assert packed.status_code == 200, packed.content
+    assert packed.headers["content-type"].startswith(MSGPACK)
+    from_packed = msgspec.msgpack.decode(packed.content, type=SyncResponse)
+    from_json = msgspec.json.decode(as_json.content, type=SyncResponse)
+    assert [r.status for r in from_packed.results] == ["applied", "applied", "rejected", "rejected"]
+    assert from_packed.results == from_json.results
+    stored = await current(client, packed_user, "mood_checkin", record)
+    assert (stored["version"], stored["data"]["mood"], stored["data"]["tags"]) == (2, 7, ["a", "b"])
+
+    # Another device pulls through MessagePack and gets what JSON gives.
+    packed_pull = await client.post(
+        "/v1/sync",
+        content=msgspec.msgpack.encode(Phone(client, packed_user).request([])),
+        headers={**bearer(packed_user), "Content-Type": MSGPACK},
+    )
+    json_pull = await Phone(client, packed_user).send([])
+    assert packed_pull.headers["content-type"].startswith(MSGPACK)
+    changes = msgspec.msgpack.decode(packed_pull.content, type=SyncResponse).changes
+    assert [c.data["mood"] for c in changes] == [7]
+    assert changes == msgspec.json.decode(json_pull.content, type=SyncResponse).changes
+
+
+async def test_accept_chooses_the_answer_format(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    packed_request = msgspec.msgpack.encode(phone.request([upsert(new_id(), "mood_checkin", checkin())]))
+
+    as_json = await client.post(
+        "/v1/sync",
+        content=packed_request,
+        headers={**bearer(tokens), "Content-Type": MSGPACK, "Accept": "application/json"},
+    )
+    as_packed = await phone.post(phone.request([upsert(new_id(), "mood_checkin", checkin())]), Accept=MSGPACK)
+
+    assert as_json.status_code == 200, as_json.text
+    assert as_json.headers["content-type"].startswith("application/json")
+    assert [r["status"] for r in as_json.json()["results"]] == ["applied"]
+    assert as_packed.status_code == 200, as_packed.content
+    assert as_packed.headers["content-type"].startswith(MSGPACK)
+    assert [r.status for r in msgspec.msgpack.decode(as_packed.content, type=SyncResponse).results] == ["applied"]
+
+
+# --- server-set fields ---------------------------------------------------------------------------
+
+
+async def test_a_phq9_sent_through_sync_is_pulled_with_score_and_band(client: Client) -> None:
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    answers = [3, 3, 2, 2, 1, 1, 1, 1, 0]
+
+    sent = await phone.sync(
+        upsert(record, "assessment", {"occurred_at": "2026-11-20T09:00:00Z", "instrument": "phq9", "answers": answers})
+    )
+
+    assert statuses(sent) == ["applied"]
+    [change] = (await tablet.sync())["changes"]
+    assert change["id"] == record
+    assert change["data"]["answers"] == answers
+    assert (change["data"]["score"], change["data"]["band"]) == (14, "moderate")
