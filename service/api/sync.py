@@ -18,12 +18,14 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.problems import FieldError
 from schemas.sync import BatchReceipt, Manifest, MutationResult, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
 from service.db import sync as queries
+from service.db.errors import owner_gone
 from service.problems import ProblemError, problem_specs
 from service.sync_batch import Syncer
 
@@ -113,8 +115,13 @@ class SyncController(Controller):
     ) -> Response[bytes]:
         """Push this device's queued mutations and pull every change it has not seen."""
         sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
-        async with engine.begin() as conn:
-            answer = await syncer.run(conn, request.user.user_id, sync_request)
+        try:
+            async with engine.begin() as conn:
+                answer = await syncer.run(conn, request.user.user_id, sync_request)
+        except IntegrityError as error:
+            if owner_gone(error):
+                raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
+            raise
         answer_type = _answer_type(request, media_type)
         return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.devices import Device, DeviceRegistration
+from service.db.errors import owner_gone
 from service.db.tables import devices
 
 
@@ -29,7 +30,7 @@ async def register(conn: AsyncConnection, user_id: UUID, device_id: UUID, reg: D
         async with conn.begin_nested():
             return await _register_once(conn, user_id, device_id, reg)
     except IntegrityError as error:
-        if "fk_devices_user_id_users" in str(error.orig):
+        if owner_gone(error):
             raise OwnerGone from error
         raise
 

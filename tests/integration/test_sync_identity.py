@@ -1,11 +1,15 @@
-"""Records are told apart by id, never by content."""
+"""Who a record belongs to: told apart by id, never by content; never a person who is gone."""
 
 from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
 
-from tests.integration.conftest import Client, anonymous, bearer
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.tables import users
+from tests.integration.conftest import Client, anonymous, assert_problem, bearer
 
 
 async def test_identical_content_in_two_records_is_two_records(client: Client) -> None:
@@ -33,3 +37,25 @@ async def test_identical_content_in_two_records_is_two_records(client: Client) -
     assert [r["status"] for r in response.json()["results"]] == ["applied", "applied"]
     manifest = (await client.get("/v1/sync/manifest", headers=bearer(tokens))).json()
     assert manifest["records"] == 2
+
+
+async def test_a_token_that_outlives_its_account_is_401_not_500(client: Client, engine: AsyncEngine) -> None:
+    tokens = await anonymous(client)
+    async with engine.begin() as conn:
+        await conn.execute(delete(users))
+    now = datetime.now(UTC).isoformat()
+    for mutations in (
+        [],
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "kind": "mood_checkin",
+                "op": "upsert",
+                "base_version": 0,
+                "changed_at": now,
+                "data": {"occurred_at": now, "mood": 5},
+            }
+        ],
+    ):
+        body = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "mutations": mutations}
+        assert_problem(await client.post("/v1/sync", json=body, headers=bearer(tokens)), 401)
