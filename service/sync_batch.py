@@ -189,8 +189,11 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
     else:
         if m.data is None:
             return refuse("invalid", "is required for an upsert", "data")
+        # Field by field here; whether the whole record is complete is known only
+        # once it is clear this is a create: a record made offline and edited
+        # again before a sync is sent with base_version 0 and only the changes.
         try:
-            data = kinds.validate_full(m.kind, m.data) if m.base_version == 0 else kinds.validate_patch(m.kind, m.data)
+            data = kinds.validate_patch(m.kind, m.data)
         except kinds.Invalid as invalid:
             return refuse("invalid", invalid.message, invalid.path)
     # Everything that makes this mutation this one: a re-send matches, another record never does.

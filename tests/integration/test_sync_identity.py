@@ -59,3 +59,34 @@ async def test_a_token_that_outlives_its_account_is_401_not_500(client: Client, 
     ):
         body = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "mutations": mutations}
         assert_problem(await client.post("/v1/sync", json=body, headers=bearer(tokens)), 401)
+
+
+async def test_a_record_made_offline_and_edited_again_before_syncing_keeps_both_edits(client: Client) -> None:
+    """The second edit is sent with base_version 0 (nothing was confirmed yet) and only its change."""
+    tokens = await anonymous(client)
+    record_id, now = str(uuid.uuid4()), datetime.now(UTC).isoformat()
+    create = {"occurred_at": now, "body": "I walked in the rain"}
+    mutations = [
+        {
+            "id": record_id,
+            "kind": "journal_entry",
+            "op": "upsert",
+            "base_version": 0,
+            "changed_at": now,
+            "data": create,
+        },
+        {
+            "id": record_id,
+            "kind": "journal_entry",
+            "op": "upsert",
+            "base_version": 0,
+            "changed_at": now,
+            "data": {"body": "I walked in the rain and it was fine"},
+        },
+    ]
+    body = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "mutations": mutations}
+    response = await client.post("/v1/sync", json=body, headers=bearer(tokens))
+    assert [r["status"] for r in response.json()["results"]] == ["applied", "applied"], response.text
+    record = (await client.get(f"/v1/records/journal_entry/{record_id}", headers=bearer(tokens))).json()
+    assert record["data"]["body"] == "I walked in the rain and it was fine"
+    assert record["version"] == 2
