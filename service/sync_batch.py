@@ -143,7 +143,7 @@ class Syncer:
         await queries.remember_cursor(conn, user_id, request.device_id, position)
         return SyncResponse(
             results=results,
-            changes=[_change(row) for row in rows],
+            changes=[row.as_change() for row in rows],
             cursor=cursors.encode(position, now),
             has_more=has_more,
         )
@@ -229,18 +229,6 @@ def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], writ
         order.pop(version.record_id, None)
         order[version.record_id] = None
     return [rid for rid in order if current[rid].version != before.get(rid)]
-
-
-def _change(row: queries.Row) -> Change:
-    return Change(
-        id=row.id,
-        kind=row.kind,
-        version=row.version,
-        deleted=row.deleted,
-        data={} if row.deleted else row.data,
-        changed_at=row.changed_at,
-        updated_at=row.updated_at,
-    )
 
 
 def _wire_result(result: Result, updated_at: datetime) -> MutationResult:

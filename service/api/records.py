@@ -40,15 +40,7 @@ class RecordController(Controller):
             row = await queries.get_record(conn, request.user.user_id, kind, record_id)
         if row is None:
             raise _not_found()
-        return Change(
-            id=row.id,
-            kind=row.kind,
-            version=row.version,
-            deleted=row.deleted,
-            data={} if row.deleted else row.data,
-            changed_at=row.changed_at,
-            updated_at=row.updated_at,
-        )
+        return row.as_change()
 
     @get("/history", responses=problem_specs(401, 404))
     async def history(

@@ -15,6 +15,7 @@ from uuid import UUID
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schemas.sync import Change
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
@@ -37,6 +38,18 @@ class Row(msgspec.Struct, frozen=True):
     changed_at: datetime
     updated_at: datetime
     seq: int
+
+    def as_change(self) -> Change:
+        """The record as the app receives it: a deleted one carries no data."""
+        return Change(
+            id=self.id,
+            kind=self.kind,
+            version=self.version,
+            deleted=self.deleted,
+            data={} if self.deleted else self.data,
+            changed_at=self.changed_at,
+            updated_at=self.updated_at,
+        )
 
 
 async def lock_user(conn: AsyncConnection, user_id: UUID) -> int:
