@@ -18,6 +18,8 @@ from service.sync.model import Conflict, HistoryEntry, Mutation, MutationError, 
 from service.sync.text import merge_text
 
 ZERO_DEVICE = UUID(int=0)
+# The stamp of the last delete or restore sits beside the fields' stamps.
+DELETED = "deleted"
 
 
 class Refused(Exception):
@@ -128,7 +130,7 @@ def _create(mutation: Mutation, policy: Policy) -> Outcome:
         version=1,
         deleted=deleted,
         data=data,
-        stamps={field: stamp for field in data},
+        stamps={DELETED: stamp} if deleted else dict.fromkeys(data, stamp),
         changed_at=mutation.changed_at,
         device_id=mutation.device_id,
     )
@@ -153,21 +155,24 @@ def _apply_plain(current: Record, mutation: Mutation, policy: Policy) -> Outcome
     if mutation.op == "delete":
         if current.deleted:
             return Outcome(merged=False, record=current, conflicts=[], versions=[])
-        return _next(current, mutation, deleted=True, data=current.data, stamps=current.stamps, merged=False)
+        stamps = {**current.stamps, DELETED: stamp}
+        return _next(current, mutation, deleted=True, data=current.data, stamps=stamps, merged=False)
     changed = {field for field, value in mutation.data.items() if current.data.get(field) != value}
     if not changed and not current.deleted:
         return Outcome(merged=False, record=current, conflicts=[], versions=[])
     data = policy.finalize(mutation.kind, {**current.data, **mutation.data})
     stamps = {**current.stamps, **dict.fromkeys(changed, stamp)}
+    if current.deleted:
+        stamps[DELETED] = stamp
     return _next(current, mutation, deleted=False, data=data, stamps=stamps, merged=False)
 
 
 def _merge(current: Record, base: dict[str, Any] | None, mutation: Mutation, policy: Policy) -> Outcome:
     """The record changed since the device's base: decide field by field."""
     yours_at = Stamp(mutation.changed_at, mutation.device_id)
-    theirs_at = Stamp(current.changed_at, current.device_id or ZERO_DEVICE)
+    theirs_at = _record_stamp(current)
     if mutation.op == "delete" or current.deleted:
-        return _delete_against_edit(current, base, mutation, policy, yours_at.beats(theirs_at))
+        return _delete_against_edit(current, base, mutation, policy, yours_at)
 
     data, stamps = dict(current.data), dict(current.stamps)
     conflicts: list[Conflict] = []
@@ -215,15 +220,19 @@ def _merge(current: Record, base: dict[str, Any] | None, mutation: Mutation, pol
 
 
 def _delete_against_edit(
-    current: Record, base: dict[str, Any] | None, mutation: Mutation, policy: Policy, yours_later: bool
+    current: Record, base: dict[str, Any] | None, mutation: Mutation, policy: Policy, yours_at: Stamp
 ) -> Outcome:
-    """A delete and a concurrent edit: the later change wins; an edit made after
-    the delete brings the record back."""
+    """A delete and a concurrent edit: the later of the two wins; an edit made
+    after the delete brings the record back. Each side is timed by its own
+    change, not by the record's latest time, which an unrelated earlier change
+    from a fast clock may have set."""
     deleting = mutation.op == "delete"
     if deleting and current.deleted:
         return Outcome(merged=False, record=current, conflicts=[], versions=[])
+    theirs_at = _latest_edit_since(current, base) if deleting else current.stamps.get(DELETED, _record_stamp(current))
+    yours_later = theirs_at is None or yours_at.beats(theirs_at)
     conflict = Conflict(
-        field="deleted",
+        field=DELETED,
         yours=deleting,
         theirs=current.deleted,
         resolution="kept_yours" if yours_later else "kept_theirs",
@@ -231,13 +240,13 @@ def _delete_against_edit(
     if deleting:
         if not yours_later:
             return Outcome(merged=True, record=current, conflicts=[conflict], versions=[])
+        stamps = {**current.stamps, DELETED: yours_at}
         return _next(
-            current, mutation, deleted=True, data=current.data, stamps=current.stamps, merged=True, conflicts=[conflict]
+            current, mutation, deleted=True, data=current.data, stamps=stamps, merged=True, conflicts=[conflict]
         )
     if yours_later:
-        stamp = Stamp(mutation.changed_at, mutation.device_id)
         data = policy.finalize(mutation.kind, {**current.data, **mutation.data})
-        stamps = {**current.stamps, **dict.fromkeys(mutation.data, stamp)}
+        stamps = {**current.stamps, **dict.fromkeys(mutation.data, yours_at), DELETED: yours_at}
         return _next(current, mutation, deleted=False, data=data, stamps=stamps, merged=True, conflicts=[conflict])
     # The edit lost to the delete: keep what the person wrote in history.
     return _next(
@@ -250,6 +259,18 @@ def _delete_against_edit(
         conflicts=[conflict],
         proposal=_proposal(current, base, mutation),
     )
+
+
+def _latest_edit_since(current: Record, base: dict[str, Any] | None) -> Stamp | None:
+    """When the record was last edited after the base (any field, if the base is gone)."""
+    fields = current.data if base is None else [f for f in current.data if current.data.get(f) != base.get(f)]
+    stamps = [current.stamps.get(field, _record_stamp(current)) for field in fields]
+    return max(stamps, key=lambda s: (s.at, str(s.device))) if stamps else None
+
+
+def _record_stamp(current: Record) -> Stamp:
+    """For records written before per-field stamps: the record's own time."""
+    return Stamp(current.changed_at, current.device_id or ZERO_DEVICE)
 
 
 def _proposal(current: Record, base: dict[str, Any] | None, mutation: Mutation) -> dict[str, Any]:
