@@ -239,11 +239,11 @@ class Device:
             if previous is None or result.version >= previous.version:
                 self._confirmed[mutation.id] = _overlay(previous, mutation)._replace(version=result.version)
         elif result.status == "duplicate":
-            # Applied by an earlier batch whose answer was lost. The version given is
-            # the record's current one, which may hold other devices' changes too: taking
-            # it as our base would let a later edit overwrite them unseen. So the change
-            # counts as done but the device keeps the version it knows; the pull brings
-            # the rest, and an edit before that is merged against what the device saw.
+            # Applied by an earlier batch whose answer was lost. The version given is the
+            # one that change produced; if it was merged then, this device does not know
+            # the merged state. So the change counts as done but the device keeps the
+            # version it knows; the pull brings the rest, and an edit before that is
+            # merged against what the device saw.
             previous = self._confirmed.get(mutation.id)
             self._confirmed[mutation.id] = _overlay(previous, mutation)
         # rejected: the mutation is dropped, the confirmed state stays.
@@ -298,6 +298,7 @@ def fingerprint(device_id: UUID, mutation: MutationIn) -> bytes:
 
 
 def keep_data(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A finalize that knows no record kinds: the state is taken as it is."""
     return data
 
 
@@ -330,9 +331,10 @@ class MemoryServer:
         self.wire = wire
         self.records: dict[UUID, Record] = {}
         self.history: dict[UUID, dict[int, HistoryEntry]] = {}
-        self.applied_fingerprints: set[bytes] = set()
+        self.applied_fingerprints: dict[bytes, int] = {}
         self.batches: dict[UUID, _Batch] = {}
-        # Every version ever written, in order, and every mutation that ran the rules.
+        # Every version ever written, in order; every mutation applied or merged (not
+        # duplicates, not rejections), with its device and its result.
         self.written: list[Written] = []
         self.processed: list[tuple[UUID, MutationIn, MutationResult]] = []
         self.requests = 0

@@ -132,14 +132,14 @@ async def load_history(
 
 async def applied_fingerprints(
     conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID], fingerprints: Sequence[bytes]
-) -> set[bytes]:
-    """Which of these mutations already produced a version."""
+) -> dict[bytes, int]:
+    """Which of these mutations already produced a version, and which."""
     result = await conn.exec_driver_sql(
-        "SELECT fingerprint FROM record_versions "
+        "SELECT fingerprint, version FROM record_versions "
         "WHERE user_id = $1 AND record_id = ANY($2::uuid[]) AND fingerprint = ANY($3::bytea[])",
         (user_id, list(ids), list(fingerprints)),
     )
-    return {bytes(row.fingerprint) for row in result}
+    return {bytes(row.fingerprint): row.version for row in result}
 
 
 async def append_versions(conn: AsyncConnection, user_id: UUID, versions: Sequence[Written]) -> None:

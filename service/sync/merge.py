@@ -72,11 +72,12 @@ def apply_mutation(
 def apply_batch(
     records: dict[UUID, Record],
     history: dict[UUID, dict[int, HistoryEntry]],
-    applied_fingerprints: set[bytes],
+    applied_fingerprints: dict[bytes, int],
     mutations: list[Mutation | Result],
     policy: Policy,
 ) -> tuple[list[Result], list[Written]]:
-    """Apply mutations in order; `records` and `history` are updated in place.
+    """Apply mutations in order; `records`, `history` and `applied_fingerprints`
+    (fingerprint -> the version it produced) are updated in place.
 
     A `Result` among the mutations is one refused before the rules ran (for
     instance by validation) and is passed through in its place.
@@ -88,8 +89,10 @@ def apply_batch(
             results.append(mutation)
             continue
         current = records.get(mutation.id)
-        if mutation.fingerprint in applied_fingerprints:
-            results.append(Result(id=mutation.id, status="duplicate", version=current.version if current else 0))
+        if (done := applied_fingerprints.get(mutation.fingerprint)) is not None:
+            # The version this mutation produced back then, not the record's latest:
+            # a device building on it gets its next edit merged with anything newer.
+            results.append(Result(id=mutation.id, status="duplicate", version=done))
             continue
         try:
             outcome = apply_mutation(current, history.get(mutation.id, {}), mutation, policy)
@@ -107,7 +110,7 @@ def apply_batch(
                 device_id=version.device_id,
             )
         written.extend(outcome.versions)
-        applied_fingerprints.add(mutation.fingerprint)
+        applied_fingerprints[mutation.fingerprint] = outcome.record.version
         results.append(
             Result(
                 id=mutation.id,

@@ -207,6 +207,21 @@ def test_a_delete_before_a_concurrent_edit_loses() -> None:
     assert outcome.versions == []
 
 
+@pytest.mark.parametrize("yours_delete", [False, True], ids=["edit-after-delete", "delete-after-edit"])
+def test_delete_against_edit_compares_with_the_concurrent_change_not_the_records_latest_time(
+    yours_delete: bool,
+) -> None:
+    store = Store(BASE)
+    store.apply(mutation(C, 1, 5, {"mood": 7}))  # v2 at +5 (C's clock runs fast)
+    # v3 at +1, concurrent with A's change below: B, whose clock is right, deletes or edits.
+    store.apply(mutation(B, 2, 1, {"mood": 2}) if yours_delete else mutation(B, 2, 1, op="delete"))
+    # A, also based on v2, changes the record at +3: later than B's change, so A wins.
+    outcome = store.apply(mutation(A, 2, 3, op="delete") if yours_delete else mutation(A, 2, 3, {"mood": 4}))
+    assert store.record is not None
+    assert store.record.deleted is yours_delete
+    assert resolutions(outcome) == {"deleted": "kept_yours"}
+
+
 def test_when_the_base_version_is_gone_each_field_goes_to_the_later_change() -> None:
     store = Store(BASE)
     store.apply(mutation(B, 1, 10, {"mood": 9}))  # v2: mood at +10
@@ -237,7 +252,7 @@ def test_two_mutations_of_one_device_in_a_batch_on_the_same_base_are_no_conflict
     results, written = apply_batch(
         records,
         history,
-        set(),
+        {},
         [mutation(A, 1, 1, {"note": "first thought"}), mutation(A, 1, 2, {"note": "second thought", "mood": 6})],
         POLICY,
     )
@@ -249,7 +264,7 @@ def test_two_mutations_of_one_device_in_a_batch_on_the_same_base_are_no_conflict
 def test_a_mutation_already_applied_is_a_duplicate() -> None:
     store = Store(BASE)
     assert store.record is not None
-    records, history, seen = {RECORD: store.record}, {RECORD: store.history}, set[bytes]()
+    records, history, seen = {RECORD: store.record}, {RECORD: store.history}, dict[bytes, int]()
     edit = mutation(A, 1, 1, {"mood": 2})
     first, _ = apply_batch(records, history, seen, [edit], POLICY)
     again, written = apply_batch(records, history, seen, [edit], POLICY)
