@@ -143,7 +143,7 @@ class Syncer:
         await queries.remember_cursor(conn, user_id, request.device_id, position)
         return SyncResponse(
             results=results,
-            changes=[row.as_change() for row in rows],
+            changes=[row.change for row in rows],
             cursor=cursors.encode(position, now),
             has_more=has_more,
         )

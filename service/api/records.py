@@ -37,10 +37,10 @@ class RecordController(Controller):
     ) -> Change:
         """The record as it is now (a deleted one answers with `deleted: true`)."""
         async with engine.connect() as conn:
-            row = await queries.get_record(conn, request.user.user_id, kind, record_id)
-        if row is None:
+            change = await queries.get_record(conn, request.user.user_id, kind, record_id)
+        if change is None:
             raise _not_found()
-        return row.as_change()
+        return change
 
     @get("/history", responses=problem_specs(401, 404))
     async def history(

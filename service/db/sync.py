@@ -27,29 +27,11 @@ class StoredBatch(msgspec.Struct, frozen=True):
     results: bytes
 
 
-class Row(msgspec.Struct, frozen=True):
-    """A record as a pull or a read sends it."""
+class Numbered(msgspec.Struct, frozen=True, array_like=True):
+    """A record as the app receives it, with the number of the change that last touched it."""
 
-    id: UUID
-    kind: str
-    version: int
-    deleted: bool
-    data: dict[str, Any]
-    changed_at: datetime
-    updated_at: datetime
     seq: int
-
-    def as_change(self) -> Change:
-        """The record as the app receives it: a deleted one carries no data."""
-        return Change(
-            id=self.id,
-            kind=self.kind,
-            version=self.version,
-            deleted=self.deleted,
-            data={} if self.deleted else self.data,
-            changed_at=self.changed_at,
-            updated_at=self.updated_at,
-        )
+    change: Change
 
 
 async def lock_user(conn: AsyncConnection, user_id: UUID) -> int:
@@ -191,14 +173,14 @@ async def save_records(conn: AsyncConnection, user_id: UUID, numbered: Sequence[
     return result.scalars().first() or datetime.now().astimezone()
 
 
-async def pull(conn: AsyncConnection, user_id: UUID, after: int, up_to: int | None, limit: int) -> list[Row]:
+async def pull(conn: AsyncConnection, user_id: UUID, after: int, up_to: int | None, limit: int) -> list[Numbered]:
     """Records changed after `after` (and not after `up_to`), oldest change first."""
     result = await conn.exec_driver_sql(
         "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
         "WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4",
         (user_id, after, up_to, limit),
     )
-    return [_row(row) for row in result]
+    return [_numbered(row) for row in result]
 
 
 async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID, seq: int) -> None:
@@ -209,7 +191,7 @@ async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID,
     )
 
 
-async def get_record(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> Row | None:
+async def get_record(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> Change | None:
     row = (
         await conn.exec_driver_sql(
             "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
@@ -217,7 +199,7 @@ async def get_record(conn: AsyncConnection, user_id: UUID, kind: str, record_id:
             (user_id, record_id, kind),
         )
     ).first()
-    return _row(row) if row else None
+    return _numbered(row).change if row else None
 
 
 async def record_history(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> list[HistoryEntry]:
@@ -242,16 +224,19 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
     return [(row.id, row.kind, row.version) for row in result]
 
 
-def _row(row: Any) -> Row:
-    return Row(
-        id=row.id,
-        kind=row.kind,
-        version=row.version,
-        deleted=row.deleted,
-        data=row.data,
-        changed_at=row.changed_at,
-        updated_at=row.updated_at,
+def _numbered(row: Any) -> Numbered:
+    """A deleted record carries no data for the app."""
+    return Numbered(
         seq=row.seq,
+        change=Change(
+            id=row.id,
+            kind=row.kind,
+            version=row.version,
+            deleted=row.deleted,
+            data={} if row.deleted else row.data,
+            changed_at=row.changed_at,
+            updated_at=row.updated_at,
+        ),
     )
 
 
