@@ -4,3 +4,9 @@ from __future__ import annotations
 
 PURGE_EXPIRED_SESSIONS = "purge_expired_sessions"
 PURGE_TOMBSTONES = "purge_tombstones"
+ON_RECORDS_CHANGED = "on_records_changed"
+PRUNE_OUTBOX = "prune_outbox"
+
+# Outbox event kinds, and the job each one becomes.
+RECORDS_CHANGED = "records_changed"
+EVENT_JOBS = {RECORDS_CHANGED: ON_RECORDS_CHANGED}

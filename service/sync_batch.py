@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas import records as kinds
+from schemas.jobs import RECORDS_CHANGED
 from schemas.sync import (
     MAX_MUTATIONS,
     PROTOCOL_VERSIONS,
@@ -31,6 +32,7 @@ from schemas.sync import (
 from schemas.sync import (
     MutationError as WireError,
 )
+from service import outbox
 from service.db import sync as queries
 from service.insights.assessments import derive
 from service.problems import ProblemError
@@ -96,6 +98,9 @@ class Syncer:
             await queries.append_versions(conn, user_id, written)
             updated_at = await queries.save_records(conn, user_id, numbered)
             await queries.set_last_seq(conn, user_id, last_seq + len(numbered))
+            # Ids and kinds only: the workers read what they need from the records.
+            changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, r in numbered]
+            await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
         results = [_wire_result(r, updated_at) for r in core_results]
         await queries.store_batch(
             conn, user_id, request.batch_id, request_hash, _results.encode(results), len(request.mutations)

@@ -15,6 +15,7 @@ from typing import Any
 
 import structlog
 from arq import cron
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
@@ -22,13 +23,20 @@ from schemas import jobs
 from service import heartbeats
 from service.db.engine import create_engine
 from service.logs import configure_logging
+from service.outbox import Relay
 from service.queue import create_redis, decode_job, encode_job
 from service.settings import Settings
-from workers.jobs.maintenance import purge_expired_sessions, purge_tombstones
+from workers.jobs.events import on_records_changed
+from workers.jobs.maintenance import prune_outbox, purge_expired_sessions, purge_tombstones
 
 log = structlog.get_logger(__name__)
 
-FUNCTIONS = {jobs.PURGE_EXPIRED_SESSIONS: purge_expired_sessions, jobs.PURGE_TOMBSTONES: purge_tombstones}
+FUNCTIONS: dict[str, WorkerCoroutine] = {
+    jobs.PURGE_EXPIRED_SESSIONS: purge_expired_sessions,
+    jobs.PURGE_TOMBSTONES: purge_tombstones,
+    jobs.PRUNE_OUTBOX: prune_outbox,
+    jobs.ON_RECORDS_CHANGED: on_records_changed,
+}
 
 
 def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
@@ -39,12 +47,15 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         ctx["settings"] = settings
         ctx["engine"] = create_engine(settings, pool_size=5)
         ctx["heartbeat"] = asyncio.create_task(_keep_beating(ctx["redis"], worker_id, settings.worker_heartbeat_s))
+        relay = Relay(ctx["engine"], ctx["redis"], database_url=settings.database_url)
+        ctx["relay"] = asyncio.create_task(relay.run())
         log.info("worker_started", worker_id=worker_id)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        ctx["heartbeat"].cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await ctx["heartbeat"]
+        for task in (ctx["heartbeat"], ctx["relay"]):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(RedisError, OSError):
             await heartbeats.forget(ctx["redis"], worker_id)
         await ctx["engine"].dispose()
@@ -55,6 +66,7 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         cron_jobs=[
             cron(purge_expired_sessions, name=jobs.PURGE_EXPIRED_SESSIONS + ":cron", minute=17, second=0),
             cron(purge_tombstones, name=jobs.PURGE_TOMBSTONES + ":cron", hour=3, minute=41, second=0),
+            cron(prune_outbox, name=jobs.PRUNE_OUTBOX + ":cron", minute=29, second=0),
         ],
         redis_pool=create_redis(settings),
         on_startup=startup,

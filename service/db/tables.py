@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -172,4 +173,39 @@ device_cursors = Table(
     Column("seq", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("user_id", "device_id"),
+)
+
+# Events written in the same transaction as the change they describe; a relay
+# moves them to the job queue, so losing Redis loses no event. Payloads carry
+# ids and kinds only, never what a person wrote.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    _owner(),
+    Column("kind", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    _created_at(),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+# Pushes planned for a person, one per dedupe key; delivery fills in the rest.
+notifications = Table(
+    "notifications",
+    metadata,
+    _owner(),
+    Column("dedupe_key", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("record_id", Uuid, nullable=True),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    # planned, cancelled, sent, failed
+    Column("status", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("provider_result", Text, nullable=True),
+    _created_at(),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("user_id", "dedupe_key"),
+    Index("ix_notifications_due", "due_at", postgresql_where=text("status = 'planned'")),
 )

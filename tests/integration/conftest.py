@@ -8,6 +8,7 @@ the app under test uses connections of its own (no savepoint can span them).
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import heartbeats
 from service.app import create_app
 from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
@@ -26,6 +28,7 @@ from service.db.tables import metadata
 from service.queue import create_redis
 from service.settings import Settings
 from tests.conftest import CLAIM_KEY, CLAIM_TTL_S, RunClaim
+from tests.integration.processes import environment, eventually, start
 
 Client = httpx.AsyncClient
 
@@ -152,3 +155,16 @@ def assert_problem(response: Any, status: int, *, path: str | None = None) -> di
     if path is not None:
         assert path in [error["path"] for error in body["errors"]], body
     return body
+
+
+@pytest.fixture
+async def worker(settings: Settings, database: str, redis: ArqRedis) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """A real `kindsync worker` process on this run's database and Redis index."""
+    process = start(["worker"], environment(settings))
+    try:
+        await eventually(lambda: heartbeats.last_beats(redis))
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

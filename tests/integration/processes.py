@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 from service.settings import Settings
+
+T = TypeVar("T")
 
 
 def environment(settings: Settings, **extra: str) -> dict[str, str]:
@@ -36,6 +41,16 @@ def start(args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+
+
+async def eventually(predicate: Callable[[], Awaitable[T]], within_s: float = 20.0, every: float = 0.1) -> T:
+    """Poll until `predicate` answers something truthy; fail after `within_s`."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if result := await predicate():
+            return result
+        await asyncio.sleep(every)
+    raise AssertionError("condition not met in time")
 
 
 def free_port() -> int:

@@ -5,13 +5,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
-import pytest
 from arq.connections import ArqRedis
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,31 +16,7 @@ from schemas import jobs
 from service import heartbeats
 from service.db import accounts
 from service.db.tables import refresh_families, users
-from service.settings import Settings
-from tests.integration.processes import environment, start
-
-T = TypeVar("T")
-
-
-async def _eventually(predicate: Callable[[], Awaitable[T]], within_s: float = 20.0, every: float = 0.1) -> T:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        if result := await predicate():
-            return result
-        await asyncio.sleep(every)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-async def worker(settings: Settings, database: str, redis: ArqRedis) -> AsyncIterator[subprocess.Popen[bytes]]:
-    process = start(["worker"], environment(settings))
-    try:
-        await _eventually(lambda: heartbeats.last_beats(redis))
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+from tests.integration.processes import eventually
 
 
 async def _session(engine: AsyncEngine, ttl: timedelta) -> uuid.UUID:
@@ -75,7 +47,7 @@ async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
         text = raw.decode() if raw else ""
         return text if "j_complete=1" in text else None
 
-    await _eventually(health)
+    await eventually(health)
     # …and our heartbeat keeps moving.
     first = min((await heartbeats.last_beats(redis)).values())
     await asyncio.sleep(1.5)

@@ -8,6 +8,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service import outbox
 from service.db import accounts
 from service.db import sync as sync_queries
 from service.settings import Settings
@@ -41,3 +42,15 @@ async def purge_tombstones(ctx: dict[str, Any]) -> int:
         batches = await sync_queries.purge_batches(conn, retention)
     log.info("tombstones_purged", records=records, batches=batches)
     return records
+
+
+# Published events are kept a day, for looking into what happened.
+PUBLISHED_EVENTS_KEPT = timedelta(days=1)
+
+
+async def prune_outbox(ctx: dict[str, Any]) -> int:
+    engine: AsyncEngine = ctx["engine"]
+    async with engine.begin() as conn:
+        removed = await outbox.prune(conn, PUBLISHED_EVENTS_KEPT)
+    log.info("outbox_pruned", count=removed)
+    return removed

@@ -1,0 +1,149 @@
+"""Events reach the workers exactly once, even across a Redis outage."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import pytest
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db.tables import notifications, outbox
+from service.outbox import Relay
+from service.queue import create_redis
+from service.settings import Settings
+from tests.integration.conftest import Client, anonymous, bearer
+from tests.integration.processes import environment, eventually, start
+from workers.jobs.events import on_records_changed
+
+UNREACHABLE_REDIS = "redis://127.0.0.1:1/0"
+
+
+def experiment(follow_up_at: datetime | None, status: str = "planned") -> dict[str, Any]:
+    return {
+        "planned_for": datetime.now(UTC).isoformat(),
+        "target_belief": "I deserve rest",
+        "intention": "Take a slow walk without earning it first",
+        "behaviours": ["walk"],
+        "predicted_mood": 4,
+        "belief_before": 30,
+        "follow_up_at": follow_up_at.isoformat() if follow_up_at else None,
+        "status": status,
+    }
+
+
+class Phone:
+    def __init__(self, client: Client, tokens: Any) -> None:
+        self.client, self.tokens, self.device = client, tokens, str(uuid.uuid4())
+        self.versions: dict[str, int] = {}
+
+    async def send(self, record_id: str, data: dict[str, Any]) -> None:
+        mutation = {
+            "id": record_id,
+            "kind": "as_if_experiment",
+            "op": "upsert",
+            "base_version": self.versions.get(record_id, 0),
+            "changed_at": datetime.now(UTC).isoformat(),
+            "data": data,
+        }
+        body = {"device_id": self.device, "batch_id": str(uuid.uuid4()), "mutations": [mutation]}
+        response = await self.client.post("/v1/sync", json=body, headers=bearer(self.tokens))
+        assert response.status_code == 200, response.text
+        result = response.json()["results"][0]
+        assert result["status"] == "applied", result
+        self.versions[record_id] = result["version"]
+
+
+async def planned(engine: AsyncEngine) -> list[tuple[str, datetime, str]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(notifications.c.kind, notifications.c.due_at, notifications.c.status))
+        return [(row.kind, row.due_at, row.status) for row in rows]
+
+
+async def test_an_experiment_gets_its_follow_up_planned_moved_and_cancelled(
+    client: Client, engine: AsyncEngine, worker: subprocess.Popen[bytes]
+) -> None:
+    phone = Phone(client, await anonymous(client))
+    record_id = str(uuid.uuid4())
+    first = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0)
+    await phone.send(record_id, experiment(first))
+
+    async def is_planned_at(due: datetime, status: str = "planned") -> bool:
+        return await planned(engine) == [("experiment_follow_up", due, status)]
+
+    await eventually(lambda: is_planned_at(first))
+    later = first + timedelta(hours=5)
+    await phone.send(record_id, {"follow_up_at": later.isoformat()})
+    await eventually(lambda: is_planned_at(later))
+    await phone.send(record_id, {"status": "done", "actual_mood": 6})
+    await eventually(lambda: is_planned_at(later, "cancelled"))
+
+
+async def test_events_wait_while_redis_is_unreachable_then_go_out_once(
+    client: Client, engine: AsyncEngine, redis: ArqRedis, settings: Settings
+) -> None:
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    due = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for record_id in ids:
+        await phone.send(record_id, experiment(due))
+
+    down = create_redis(msgspec.structs.replace(settings, redis_url=UNREACHABLE_REDIS))
+    try:
+        with pytest.raises(RedisError):
+            await Relay(engine, down, database_url=settings.database_url).publish_once()
+    finally:
+        await down.aclose()
+    async with engine.connect() as conn:
+        waiting = (await conn.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL"))).scalar()
+    assert waiting == 3, "the events wait in Postgres"
+
+    relay = Relay(engine, redis, database_url=settings.database_url)
+    assert await relay.publish_once() == 3
+    assert await relay.publish_once() == 0, "nothing is published twice"
+    event_ids = await _event_ids(engine)
+    queued = {member.decode() for member in await redis.zrange("arq:queue", 0, -1)}
+    assert queued == {f"outbox:{event_id}" for event_id in event_ids}
+
+    worker = start(["worker"], environment(settings))
+    try:
+
+        async def all_planned() -> bool:
+            rows = await planned(engine)
+            return len(rows) == 3 and all(row == ("experiment_follow_up", due, "planned") for row in rows)
+
+        await eventually(all_planned)
+        await eventually(lambda: _queue_empty(redis))
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+async def test_a_consumer_run_twice_plans_nothing_twice(client: Client, engine: AsyncEngine) -> None:
+    phone = Phone(client, await anonymous(client))
+    record_id = str(uuid.uuid4())
+    due = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    await phone.send(record_id, experiment(due))
+    async with engine.connect() as conn:
+        event = (await conn.execute(select(outbox.c.user_id, outbox.c.payload))).one()
+    payload = {"user_id": str(event.user_id), **event.payload}
+    ctx = {"engine": engine}
+    assert await on_records_changed(ctx, payload) == 1
+    assert await on_records_changed(ctx, payload) == 1  # as after a crash midway: arq runs it again
+    assert await planned(engine) == [("experiment_follow_up", due, "planned")]
+
+
+async def _event_ids(engine: AsyncEngine) -> list[int]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(outbox.c.id))).scalars())
+
+
+async def _queue_empty(redis: ArqRedis) -> bool:
+    return bool(await redis.zcard("arq:queue") == 0)
