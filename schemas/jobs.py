@@ -5,6 +5,7 @@ from __future__ import annotations
 PURGE_EXPIRED_SESSIONS = "purge_expired_sessions"
 PURGE_TOMBSTONES = "purge_tombstones"
 ON_RECORDS_CHANGED = "on_records_changed"
+COMPUTE_INSIGHTS = "compute_insights"
 PRUNE_OUTBOX = "prune_outbox"
 
 # Outbox event kinds, and the job each one becomes.

@@ -27,6 +27,7 @@ from service.outbox import Relay
 from service.queue import create_redis, decode_job, encode_job
 from service.settings import Settings
 from workers.jobs.events import on_records_changed
+from workers.jobs.insights import compute_insights
 from workers.jobs.maintenance import prune_outbox, purge_expired_sessions, purge_tombstones
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,7 @@ FUNCTIONS: dict[str, WorkerCoroutine] = {
     jobs.PURGE_TOMBSTONES: purge_tombstones,
     jobs.PRUNE_OUTBOX: prune_outbox,
     jobs.ON_RECORDS_CHANGED: on_records_changed,
+    jobs.COMPUTE_INSIGHTS: compute_insights,
 }
 
 

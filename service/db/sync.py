@@ -124,53 +124,65 @@ async def applied_fingerprints(
     return {bytes(row.fingerprint): row.version for row in result}
 
 
-async def append_versions(conn: AsyncConnection, user_id: UUID, versions: Sequence[Written]) -> None:
-    if not versions:
+async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]]) -> None:
+    """Append versions, each with its owner: one statement for one person's batch or many people's."""
+    if not owned:
         return
     await conn.exec_driver_sql(
         "INSERT INTO record_versions "
         "(user_id, record_id, version, kind, deleted, data, changed_at, device_id, fingerprint) "
-        "SELECT $1, * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], "
+        "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], "
         "$7::timestamptz[], $8::uuid[], $9::bytea[])",
         (
-            user_id,
-            [v.record_id for v in versions],
-            [v.version for v in versions],
-            [v.kind for v in versions],
-            [v.deleted for v in versions],
-            [_json.encode(v.data).decode() for v in versions],
-            [v.changed_at for v in versions],
-            [v.device_id for v in versions],
-            [v.fingerprint for v in versions],
+            [owner for owner, _ in owned],
+            [v.record_id for _, v in owned],
+            [v.version for _, v in owned],
+            [v.kind for _, v in owned],
+            [v.deleted for _, v in owned],
+            [_json.encode(v.data).decode() for _, v in owned],
+            [v.changed_at for _, v in owned],
+            [v.device_id for _, v in owned],
+            [v.fingerprint for _, v in owned],
         ),
     )
 
 
-async def save_records(conn: AsyncConnection, user_id: UUID, numbered: Sequence[tuple[int, Record]]) -> datetime:
-    """Write the new current states, each with its change number; answers the write time."""
+async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int, Record]]) -> datetime:
+    """Write new current states as (owner, change number, record); answers the write time."""
     result = await conn.exec_driver_sql(
         "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq, "
         "updated_at) "
-        "SELECT $1, *, now() FROM unnest($2::uuid[], $3::text[], $4::int[], $5::bool[], $6::jsonb[], $7::jsonb[], "
-        "$8::timestamptz[], $9::uuid[], $10::bigint[]) "
+        "SELECT *, now() FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::jsonb[], "
+        "$7::jsonb[], $8::timestamptz[], $9::uuid[], $10::bigint[]) "
         "ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version, "
         "deleted = excluded.deleted, data = excluded.data, stamps = excluded.stamps, "
         "changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq, "
         "updated_at = excluded.updated_at RETURNING updated_at",
         (
-            user_id,
-            [r.id for _, r in numbered],
-            [r.kind for _, r in numbered],
-            [r.version for _, r in numbered],
-            [r.deleted for _, r in numbered],
-            [_json.encode(r.data).decode() for _, r in numbered],
-            [_json.encode(r.stamps).decode() for _, r in numbered],
-            [r.changed_at for _, r in numbered],
-            [r.device_id for _, r in numbered],
-            [seq for seq, _ in numbered],
+            [owner for owner, _, _ in numbered],
+            [r.id for _, _, r in numbered],
+            [r.kind for _, _, r in numbered],
+            [r.version for _, _, r in numbered],
+            [r.deleted for _, _, r in numbered],
+            [_json.encode(r.data).decode() for _, _, r in numbered],
+            [_json.encode(r.stamps).decode() for _, _, r in numbered],
+            [r.changed_at for _, _, r in numbered],
+            [r.device_id for _, _, r in numbered],
+            [seq for _, seq, _ in numbered],
         ),
     )
     return result.scalars().first() or datetime.now().astimezone()
+
+
+async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:
+    """Lock each person's sync row and take one change number each, in id order
+    (so two callers cannot deadlock): how server-written records are numbered."""
+    rows = await conn.exec_driver_sql(
+        "INSERT INTO sync_state (user_id, last_seq) SELECT u, 1 FROM unnest($1::uuid[]) AS u ORDER BY u "
+        "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + 1 RETURNING user_id, last_seq",
+        (sorted(users),),
+    )
+    return {row.user_id: row.last_seq for row in rows}
 
 
 async def pull(conn: AsyncConnection, user_id: UUID, after: int, up_to: int | None, limit: int) -> list[Numbered]:
