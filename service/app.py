@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from schemas.base import MAX_BODY_BYTES
+from service.api.admin import AdminController
 from service.api.auth import AuthController
 from service.api.devices import DeviceController
 from service.api.health import healthz, readyz
@@ -59,7 +60,15 @@ def create_app(settings: Settings) -> Litestar:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
     app = Litestar(
-        route_handlers=[healthz, readyz, AuthController, DeviceController, SyncController, RecordController],
+        route_handlers=[
+            healthz,
+            readyz,
+            AuthController,
+            DeviceController,
+            SyncController,
+            RecordController,
+            AdminController,
+        ],
         dependencies={
             "settings": singleton(settings),
             "engine": singleton(engine),

@@ -14,6 +14,8 @@ from redis.asyncio import ConnectionPool
 
 from service.settings import Settings
 
+__all__ = ["ArqRedis", "create_redis", "decode_job", "encode_job", "redis_settings"]
+
 _encoder = msgspec.msgpack.Encoder(enc_hook=lambda obj: _encode_unknown(obj))
 _decoder = msgspec.msgpack.Decoder()
 
