@@ -6,6 +6,7 @@ PURGE_EXPIRED_SESSIONS = "purge_expired_sessions"
 PURGE_TOMBSTONES = "purge_tombstones"
 ON_RECORDS_CHANGED = "on_records_changed"
 COMPUTE_INSIGHTS = "compute_insights"
+INSIGHTS_DUE = "insights_due"
 PRUNE_OUTBOX = "prune_outbox"
 
 # Outbox event kinds, and the job each one becomes.

@@ -27,7 +27,7 @@ from service.outbox import Relay
 from service.queue import create_redis, decode_job, encode_job
 from service.settings import Settings
 from workers.jobs.events import on_records_changed
-from workers.jobs.insights import compute_insights
+from workers.jobs.insights import compute_insights, insights_due
 from workers.jobs.maintenance import prune_outbox, purge_expired_sessions, purge_tombstones
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,7 @@ FUNCTIONS: dict[str, WorkerCoroutine] = {
     jobs.PRUNE_OUTBOX: prune_outbox,
     jobs.ON_RECORDS_CHANGED: on_records_changed,
     jobs.COMPUTE_INSIGHTS: compute_insights,
+    jobs.INSIGHTS_DUE: insights_due,
 }
 
 
@@ -69,6 +70,7 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
             cron(purge_expired_sessions, name=jobs.PURGE_EXPIRED_SESSIONS + ":cron", minute=17, second=0),
             cron(purge_tombstones, name=jobs.PURGE_TOMBSTONES + ":cron", hour=3, minute=41, second=0),
             cron(prune_outbox, name=jobs.PRUNE_OUTBOX + ":cron", minute=29, second=0),
+            cron(insights_due, name=jobs.INSIGHTS_DUE + ":cron", minute=set(range(0, 60, 5)), second=0),
         ],
         redis_pool=create_redis(settings),
         on_startup=startup,

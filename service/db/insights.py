@@ -9,7 +9,8 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -106,15 +107,15 @@ async def screenings(conn: AsyncConnection, people: Sequence[Person]) -> dict[UU
     return {user_id: Screening(**values) for user_id, values in latest.items()}
 
 
-async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> list[UUID]:
+async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> dict[UUID, int]:
     """Write each insight that changed as its person's `weekly_insight` record.
 
-    Answers the people whose insight is new or changed: an unchanged week
-    writes no version. Change numbers are taken under each person's sync lock,
+    Answers the new version for each person whose insight is new or changed
+    (1: created); an unchanged week writes no version. Change numbers are taken under each person's sync lock,
     as a sync batch takes them, so the insight reaches every device by pull.
     """
     if not insights:
-        return []
+        return {}
     now = datetime.now(UTC)
     wanted = {
         user_id: (insight_id(user_id, insight.week_start), _to_data.decode(_encoder.encode(insight)))
@@ -123,7 +124,7 @@ async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> l
     existing = await _existing(conn, list(wanted), [record_id for record_id, _ in wanted.values()])
     changed = sorted(u for u, (rid, data) in wanted.items() if rid not in existing or existing[rid][1] != data)
     if not changed:
-        return []
+        return {}
     seqs = await records.take_seqs(conn, changed)
     stamp = Stamp(now, SERVER_DEVICE)
     numbered: list[tuple[UUID, int, Record]] = []
@@ -143,7 +144,7 @@ async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> l
         numbered.append((user_id, seqs[user_id], record))
     await records.append_versions(conn, [(user_id, _version(record)) for user_id, _, record in numbered])
     await records.save_records(conn, numbered)
-    return changed
+    return {user_id: record.version for user_id, _, record in numbered}
 
 
 def _version(record: Record) -> Written:
@@ -169,14 +170,52 @@ async def _existing(
     return {row.id: (row.version, row.data) for row in rows}
 
 
-async def people_page(
-    conn: AsyncConnection, after: UUID | None, limit: int, only: UUID | None
-) -> list[tuple[UUID, str]]:
-    """(user id, time zone) of people in id order: the time zone from their preferences, else UTC."""
+class Prefs(msgspec.Struct, frozen=True, kw_only=True):
+    """What a person chose about their week and their quiet hours (defaults when unset)."""
+
+    user_id: UUID
+    timezone: str
+    insight_push: bool
+    quiet_start: str
+    quiet_end: str
+
+
+_PREFS = """
+SELECT u.id AS user_id, coalesce(p.data->>'timezone', 'UTC') AS tz,
+       coalesce(p.data->>'weekly_day', 'sun') AS weekly_day,
+       coalesce((p.data->>'insight_push')::bool, true) AS insight_push,
+       coalesce(p.data->>'quiet_start', '22:00') AS quiet_start, coalesce(p.data->>'quiet_end', '08:00') AS quiet_end
+FROM users u LEFT JOIN records p ON p.user_id = u.id AND p.id = u.id AND p.kind = 'preferences' AND NOT p.deleted
+"""
+
+
+def _prefs(row: Any) -> Prefs:
+    return Prefs(
+        user_id=row.user_id,
+        timezone=row.tz,
+        insight_push=row.insight_push,
+        quiet_start=row.quiet_start,
+        quiet_end=row.quiet_end,
+    )
+
+
+async def people_page(conn: AsyncConnection, after: UUID | None, limit: int, only: UUID | None) -> list[Prefs]:
+    """People in id order with their preferences."""
     rows = await conn.exec_driver_sql(
-        "SELECT u.id, coalesce(p.data->>'timezone', 'UTC') AS tz FROM users u "
-        "LEFT JOIN records p ON p.user_id = u.id AND p.id = u.id AND p.kind = 'preferences' AND NOT p.deleted "
-        "WHERE ($1::uuid IS NULL OR u.id > $1) AND ($2::uuid IS NULL OR u.id = $2) ORDER BY u.id LIMIT $3",
+        f"{_PREFS} WHERE ($1::uuid IS NULL OR u.id > $1) AND ($2::uuid IS NULL OR u.id = $2) ORDER BY u.id LIMIT $3",
         (after, only, limit),
     )
-    return [(row.id, row.tz) for row in rows]
+    return [_prefs(row) for row in rows]
+
+
+async def due(conn: AsyncConnection, now: datetime, evening: time) -> list[tuple[Prefs, date]]:
+    """People for whom it is their weekly_day evening, whose week has no insight yet."""
+    rows = await conn.exec_driver_sql(
+        f"WITH prefs AS ({_PREFS}), local AS (SELECT *, ($1::timestamptz AT TIME ZONE tz) AS at FROM prefs), "  # noqa: S608
+        "weeks AS (SELECT *, at::date - (extract(isodow FROM at)::int % 7) - 6 AS week_start FROM local) "
+        "SELECT * FROM weeks w WHERE lower(to_char(w.at, 'Dy')) = w.weekly_day AND w.at::time >= $2::time "
+        "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.user_id = w.user_id AND r.kind = 'weekly_insight' "
+        "AND r.data->>'week_start' = w.week_start::text) ORDER BY w.user_id",
+        (now, evening),
+    )
+    return [(_prefs(row), row.week_start) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date, datetime
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -36,4 +37,19 @@ async def plan_follow_ups(conn: AsyncConnection, user_id: UUID, experiment_ids: 
         "AND r.user_id = $1 AND r.id = n.record_id AND r.id = ANY($2::uuid[]) "
         "AND (r.deleted OR r.data->>'status' <> 'planned' OR r.data->>'follow_up_at' IS NULL)",
         (user_id, ids, FOLLOW_UP),
+    )
+
+
+WEEKLY_READY = "weekly_insight_ready"
+
+
+async def plan_weekly_ready(conn: AsyncConnection, planned: Sequence[tuple[UUID, date, datetime]]) -> None:
+    """One `weekly_insight_ready` per person and week, (user, week_start, due_at); a re-run adds none."""
+    if not planned:
+        return
+    await conn.exec_driver_sql(
+        "INSERT INTO notifications (user_id, dedupe_key, kind, due_at, status) "
+        "SELECT u, $4 || ':' || w, $4, d, 'planned' FROM unnest($1::uuid[], $2::date[], $3::timestamptz[]) "
+        "AS t(u, w, d) ON CONFLICT (user_id, dedupe_key) DO NOTHING",
+        ([u for u, _, _ in planned], [w for _, w, _ in planned], [d for _, _, d in planned], WEEKLY_READY),
     )

@@ -7,10 +7,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.tables import notifications
 from tests.integration.conftest import Client, anonymous, bearer
-from workers.jobs.insights import compute_insights, last_complete_week
+from workers.jobs.insights import compute_insights, last_complete_week, run_due
 
 
 class Person:
@@ -160,3 +162,47 @@ async def test_each_person_gets_their_own_monday_to_sunday(client: Client, engin
         data = next(c for c in (await person.sync())["changes"] if c["kind"] == "weekly_insight")["data"]
         assert data["week_start"] == week.isoformat(), zone
         assert (data["checkins"], data["mood_avg"]) == (2, 6.0), zone
+
+
+async def _notifications(engine: AsyncEngine) -> list[tuple[str, str, datetime]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(select(notifications.c.user_id, notifications.c.kind, notifications.c.due_at))
+        return sorted((str(r.user_id), r.kind, r.due_at) for r in rows)
+
+
+async def test_each_person_gets_their_insight_on_their_own_evening(client: Client, engine: AsyncEngine) -> None:
+    auckland = Person(client, await anonymous(client), "Pacific/Auckland")
+    los_angeles = Person(client, await anonymous(client), "America/Los_Angeles")
+    night_owl = Person(client, await anonymous(client), "Pacific/Auckland")
+    night_owl.mutations[0]["data"].update(quiet_start="19:00", quiet_end="07:00")
+    for person in (auckland, los_angeles, night_owl):
+        await person.sync()
+
+    sunday_evening_auckland = datetime(2026, 11, 22, 19, 30, tzinfo=ZoneInfo("Pacific/Auckland"))
+    assert await run_due(engine, sunday_evening_auckland) == 2, "Los Angeles is still on Saturday"
+    week = "2026-11-16"
+    for person in (auckland, night_owl):
+        data = next(c for c in (await person.sync())["changes"] if c["kind"] == "weekly_insight")["data"]
+        assert data["week_start"] == week
+    deferred = datetime(2026, 11, 23, 7, 0, tzinfo=ZoneInfo("Pacific/Auckland"))
+    assert await _notifications(engine) == sorted(
+        [
+            (auckland.tokens["user_id"], "weekly_insight_ready", sunday_evening_auckland),
+            (night_owl.tokens["user_id"], "weekly_insight_ready", deferred),  # quiet hours defer, never drop
+        ]
+    )
+    assert await run_due(engine, sunday_evening_auckland + timedelta(minutes=5)) == 0, "once a week"
+
+    sunday_evening_la = datetime(2026, 11, 22, 19, 30, tzinfo=ZoneInfo("America/Los_Angeles"))
+    assert await run_due(engine, sunday_evening_la) == 1
+    assert len(await _notifications(engine)) == 3
+
+
+async def test_a_backfilled_older_week_plans_no_push(client: Client, engine: AsyncEngine) -> None:
+    person = Person(client, await anonymous(client), "Europe/Berlin")
+    await person.sync()
+    old_week = last_complete_week(datetime.now(UTC), "Europe/Berlin") - timedelta(days=14)
+    assert await compute_insights({"engine": engine}, {"week_start": old_week.isoformat()}) == 1
+    assert await _notifications(engine) == []
+    assert await compute_insights({"engine": engine}, {}) == 1  # the latest week: one push
+    assert [kind for _, kind, _ in await _notifications(engine)] == ["weekly_insight_ready"]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import insights as queries
+from service.db import notifications
+from service.insights.timing import EVENING, after_quiet_hours
 from service.insights.weekly import Screening, build
 
 log = structlog.get_logger(__name__)
@@ -37,17 +39,42 @@ async def compute_insights(ctx: dict[str, Any], request: dict[str, Any]) -> int:
             page = await queries.people_page(conn, after, CHUNK, only)
             if not page:
                 break
-            people = [
-                queries.Person(user_id, week or last_complete_week(now, timezone), timezone)
-                for user_id, timezone in page
-            ]
-            facts = await queries.facts(conn, people)
-            screenings = await queries.screenings(conn, people)
-            insights = {
-                p.user_id: build(p.week_start, facts.get(p.user_id, []), screenings.get(p.user_id, Screening()))
-                for p in people
-            }
-            written += len(await queries.store(conn, insights))
-        after = page[-1][0]
+            chosen = [(prefs, week or last_complete_week(now, prefs.timezone)) for prefs in page]
+            written += await _compute(conn, chosen, now)
+        after = page[-1].user_id
     log.info("insights_computed", written=written)
     return written
+
+
+async def insights_due(ctx: dict[str, Any]) -> int:
+    """Every few minutes: the people whose weekly_day evening has come get their week's insight."""
+    return await run_due(ctx["engine"], datetime.now(UTC))
+
+
+async def run_due(engine: AsyncEngine, now: datetime) -> int:
+    async with engine.begin() as conn:
+        due = await queries.due(conn, now, EVENING)
+        written = sum([await _compute(conn, due[i : i + CHUNK], now) for i in range(0, len(due), CHUNK)])
+    if written:
+        log.info("insights_due_computed", written=written)
+    return written
+
+
+async def _compute(conn: AsyncConnection, chosen: list[tuple[queries.Prefs, date]], now: datetime) -> int:
+    """Compute and store; a newly created insight of a person's latest week plans its push."""
+    people = [queries.Person(prefs.user_id, week, prefs.timezone) for prefs, week in chosen]
+    facts = await queries.facts(conn, people)
+    screenings = await queries.screenings(conn, people)
+    insights = {
+        p.user_id: build(p.week_start, facts.get(p.user_id, []), screenings.get(p.user_id, Screening())) for p in people
+    }
+    versions = await queries.store(conn, insights)
+    planned = []
+    for prefs, week in chosen:
+        latest = week >= last_complete_week(now, prefs.timezone)  # older weeks are backfills: no push
+        if versions.get(prefs.user_id) == 1 and latest and prefs.insight_push:
+            local = now.astimezone(ZoneInfo(prefs.timezone))
+            quiet = (time.fromisoformat(prefs.quiet_start), time.fromisoformat(prefs.quiet_end))
+            planned.append((prefs.user_id, week, after_quiet_hours(local, *quiet)))
+    await notifications.plan_weekly_ready(conn, planned)
+    return len(versions)

@@ -1,0 +1,30 @@
+"""When things happen in a person's own week and day: pure, on local times."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EVENING = time(19, 0)
+
+
+def reflected_week(local_day: date) -> date:
+    """The Monday of the week a weekly_day evening reflects on: the week ending on
+    the latest Sunday not after that day (on a Sunday evening, the week ending today)."""
+    sunday = local_day - timedelta(days=(local_day.weekday() + 1) % 7)
+    return sunday - timedelta(days=6)
+
+
+def in_quiet_hours(moment: time, start: time, end: time) -> bool:
+    """Quiet hours may run past midnight (22:00 to 08:00)."""
+    if start == end:
+        return False
+    return start <= moment < end if start < end else moment >= start or moment < end
+
+
+def after_quiet_hours(local_now: datetime, start: time, end: time) -> datetime:
+    """Now, or the end of quiet hours when now is inside them: deferred, never dropped."""
+    if not in_quiet_hours(local_now.time(), start, end):
+        return local_now
+    ends = datetime.combine(local_now.date(), end, local_now.tzinfo)
+    return ends if ends > local_now else ends + timedelta(days=1)
