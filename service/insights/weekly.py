@@ -15,15 +15,7 @@ from datetime import date, timedelta
 import msgspec
 
 from schemas.insights import WeeklyInsight
-from service.insights.rules import (
-    DayFacts,
-    WeekStats,
-    compare_factors,
-    highlights,
-    round1,
-    suggestion,
-    support_prompt,
-)
+from service.insights.rules import DayFacts, WeekStats, round1, weekly_insight
 
 WEEK = timedelta(days=7)
 FACTOR_WINDOW = timedelta(days=28)
@@ -70,32 +62,13 @@ def build(week_start: date, facts: Iterable[Fact], screening: Screening) -> Week
         belief_shift_avg=_mean(facts, week, "belief_shift"),
         activity_counts=_counts(facts, week, "activity:"),
     )
-    comparisons = compare_factors(_days(facts, week_start + WEEK - FACTOR_WINDOW, week_start + WEEK))
-    support = support_prompt(
-        stats.mood_avg,
-        _mean(facts, last_week, "mood"),
-        screening.who5_raw,
-        screening.phq9_total,
-        screening.phq9_item9,
-    )
-    return WeeklyInsight(
-        week_start=week_start,
-        days_logged=stats.days_logged,
-        checkins=stats.checkins,
-        mood_avg=stats.mood_avg,
-        mood_avg_prev4=stats.mood_avg_prev4,
-        practice_counts=stats.practice_counts,
-        felt_genuine_avg=stats.felt_genuine_avg,
-        felt_genuine_prev4=stats.felt_genuine_prev4,
-        experiments_done=stats.experiments_done,
-        experiments_better_than_predicted=stats.experiments_better_than_predicted,
-        experiment_mood_gap_avg=stats.experiment_mood_gap_avg,
-        belief_shift_avg=stats.belief_shift_avg,
-        activity_counts=stats.activity_counts,
-        mood_with_vs_without=comparisons,
-        highlights=highlights(stats, comparisons),
-        suggestion=suggestion(stats, comparisons, support),
-        support_prompt=support,
+    return weekly_insight(
+        stats,
+        _days(facts, week_start + WEEK - FACTOR_WINDOW, week_start + WEEK),
+        mood_avg_last_week=_mean(facts, last_week, "mood"),
+        latest_who5_raw=screening.who5_raw,
+        latest_phq9_total=screening.phq9_total,
+        latest_phq9_item9=screening.phq9_item9,
     )
 
 
@@ -127,7 +100,7 @@ def _counts(facts: list[Fact], window: _Window, family: str) -> dict[str, int]:
 
 
 def _days(facts: list[Fact], start: date, end: date) -> list[DayFacts]:
-    """Each day of the window: its mean mood and which factors were present."""
+    """Each day of the window: its mean mood and which factors were present (28 days ending with the week)."""
     mood: dict[date, list[float]] = defaultdict(lambda: [0.0, 0])
     factors: dict[date, set[str]] = defaultdict(set)
     for f in facts:
