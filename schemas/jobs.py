@@ -7,6 +7,8 @@ PURGE_TOMBSTONES = "purge_tombstones"
 ON_RECORDS_CHANGED = "on_records_changed"
 COMPUTE_INSIGHTS = "compute_insights"
 INSIGHTS_DUE = "insights_due"
+DELIVER_DUE = "deliver_due"
+PLAN_PRACTICE_REMINDERS = "plan_practice_reminders"
 PRUNE_OUTBOX = "prune_outbox"
 
 # Outbox event kinds, and the job each one becomes.

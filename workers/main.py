@@ -24,11 +24,14 @@ from service import heartbeats
 from service.db.engine import create_engine
 from service.logs import configure_logging
 from service.outbox import Relay
+from service.push.base import PushProvider
+from service.push.log import LogProvider
 from service.queue import create_redis, decode_job, encode_job
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from workers.jobs.events import on_records_changed
 from workers.jobs.insights import compute_insights, insights_due
 from workers.jobs.maintenance import prune_outbox, purge_expired_sessions, purge_tombstones
+from workers.jobs.push import deliver_due, plan_practice_reminders
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +42,8 @@ FUNCTIONS: dict[str, WorkerCoroutine] = {
     jobs.ON_RECORDS_CHANGED: on_records_changed,
     jobs.COMPUTE_INSIGHTS: compute_insights,
     jobs.INSIGHTS_DUE: insights_due,
+    jobs.DELIVER_DUE: deliver_due,
+    jobs.PLAN_PRACTICE_REMINDERS: plan_practice_reminders,
 }
 
 
@@ -49,6 +54,7 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["engine"] = create_engine(settings, pool_size=5)
+        ctx["push"] = push_provider(settings)
         ctx["heartbeat"] = asyncio.create_task(_keep_beating(ctx["redis"], worker_id, settings.worker_heartbeat_s))
         relay = Relay(ctx["engine"], ctx["redis"], database_url=settings.database_url)
         ctx["relay"] = asyncio.create_task(relay.run())
@@ -71,6 +77,13 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
             cron(purge_tombstones, name=jobs.PURGE_TOMBSTONES + ":cron", hour=3, minute=41, second=0),
             cron(prune_outbox, name=jobs.PRUNE_OUTBOX + ":cron", minute=29, second=0),
             cron(insights_due, name=jobs.INSIGHTS_DUE + ":cron", minute=set(range(0, 60, 5)), second=0),
+            cron(
+                plan_practice_reminders,
+                name=jobs.PLAN_PRACTICE_REMINDERS + ":cron",
+                minute=set(range(2, 60, 5)),
+                second=0,
+            ),
+            cron(deliver_due, name=jobs.DELIVER_DUE + ":cron", second={0, 30}),
         ],
         redis_pool=create_redis(settings),
         on_startup=startup,
@@ -84,6 +97,13 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         log_results=False,
         max_jobs=20,
     )
+
+
+def push_provider(settings: Settings) -> PushProvider:
+    """The provider named by PUSH_PROVIDER: `log` here; APNs and FCM come with their own clients."""
+    if settings.push_provider != "log":
+        raise SettingsError("PUSH_PROVIDER=real is not available in this version; use PUSH_PROVIDER=log")
+    return LogProvider()
 
 
 async def _keep_beating(redis: Any, worker_id: str, every_s: float) -> None:

@@ -10,7 +10,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
-from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.insights import WeeklyInsight
 from service.db import sync as records
+from service.db.preferences import PREFS_SQL, Prefs, prefs_of
 from service.insights.weekly import Fact, Screening
 from service.sync.model import Record, Stamp, Written
 
@@ -170,52 +170,23 @@ async def _existing(
     return {row.id: (row.version, row.data) for row in rows}
 
 
-class Prefs(msgspec.Struct, frozen=True, kw_only=True):
-    """What a person chose about their week and their quiet hours (defaults when unset)."""
-
-    user_id: UUID
-    timezone: str
-    insight_push: bool
-    quiet_start: str
-    quiet_end: str
-
-
-_PREFS = """
-SELECT u.id AS user_id, coalesce(p.data->>'timezone', 'UTC') AS tz,
-       coalesce(p.data->>'weekly_day', 'sun') AS weekly_day,
-       coalesce((p.data->>'insight_push')::bool, true) AS insight_push,
-       coalesce(p.data->>'quiet_start', '22:00') AS quiet_start, coalesce(p.data->>'quiet_end', '08:00') AS quiet_end
-FROM users u LEFT JOIN records p ON p.user_id = u.id AND p.id = u.id AND p.kind = 'preferences' AND NOT p.deleted
-"""
-
-
-def _prefs(row: Any) -> Prefs:
-    return Prefs(
-        user_id=row.user_id,
-        timezone=row.tz,
-        insight_push=row.insight_push,
-        quiet_start=row.quiet_start,
-        quiet_end=row.quiet_end,
-    )
-
-
 async def people_page(conn: AsyncConnection, after: UUID | None, limit: int, only: UUID | None) -> list[Prefs]:
     """People in id order with their preferences."""
     rows = await conn.exec_driver_sql(
-        f"{_PREFS} WHERE ($1::uuid IS NULL OR u.id > $1) AND ($2::uuid IS NULL OR u.id = $2) ORDER BY u.id LIMIT $3",
+        f"{PREFS_SQL} WHERE ($1::uuid IS NULL OR u.id > $1) AND ($2::uuid IS NULL OR u.id = $2) ORDER BY u.id LIMIT $3",
         (after, only, limit),
     )
-    return [_prefs(row) for row in rows]
+    return [prefs_of(row) for row in rows]
 
 
 async def due(conn: AsyncConnection, now: datetime, evening: time) -> list[tuple[Prefs, date]]:
     """People for whom it is their weekly_day evening, whose week has no insight yet."""
     rows = await conn.exec_driver_sql(
-        f"WITH prefs AS ({_PREFS}), local AS (SELECT *, ($1::timestamptz AT TIME ZONE tz) AS at FROM prefs), "  # noqa: S608
+        f"WITH prefs AS ({PREFS_SQL}), local AS (SELECT *, ($1::timestamptz AT TIME ZONE tz) AS at FROM prefs), "  # noqa: S608
         "weeks AS (SELECT *, at::date - (extract(isodow FROM at)::int % 7) - 6 AS week_start FROM local) "
         "SELECT * FROM weeks w WHERE lower(to_char(w.at, 'Dy')) = w.weekly_day AND w.at::time >= $2::time "
         "AND NOT EXISTS (SELECT 1 FROM records r WHERE r.user_id = w.user_id AND r.kind = 'weekly_insight' "
         "AND r.data->>'week_start' = w.week_start::text) ORDER BY w.user_id",
         (now, evening),
     )
-    return [(_prefs(row), row.week_start) for row in rows]
+    return [(prefs_of(row), row.week_start) for row in rows]

@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from uuid import UUID
 
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.db.preferences import PREFS_SQL, Prefs, prefs_of
+from service.push.base import PushTarget
 
 FOLLOW_UP = "experiment_follow_up"
 
@@ -52,4 +56,108 @@ async def plan_weekly_ready(conn: AsyncConnection, planned: Sequence[tuple[UUID,
         "SELECT u, $4 || ':' || w, $4, d, 'planned' FROM unnest($1::uuid[], $2::date[], $3::timestamptz[]) "
         "AS t(u, w, d) ON CONFLICT (user_id, dedupe_key) DO NOTHING",
         ([u for u, _, _ in planned], [w for _, w, _ in planned], [d for _, _, d in planned], WEEKLY_READY),
+    )
+
+
+class Due(msgspec.Struct, frozen=True, kw_only=True):
+    """A planned notification whose time has come, with what deciding needs."""
+
+    user_id: UUID
+    dedupe_key: str
+    kind: str
+    record_id: UUID | None
+    prefs: Prefs
+    sent_today: int
+    logged_today: bool
+
+
+class Finished(msgspec.Struct, frozen=True, array_like=True):
+    user_id: UUID
+    dedupe_key: str
+    status: str  # sent, planned (deferred), cancelled, undeliverable
+    due_at: datetime | None  # the new time of a deferred one
+    provider_result: str | None
+
+
+_DUE = f"""
+WITH due AS (
+    SELECT user_id, dedupe_key, kind, record_id FROM notifications
+    WHERE status = 'planned' AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
+), prefs AS ({PREFS_SQL} WHERE u.id IN (SELECT user_id FROM due))
+SELECT d.user_id AS owner, d.dedupe_key, d.kind, d.record_id, p.*,
+    (SELECT count(*) FROM notifications s WHERE s.user_id = d.user_id AND s.status = 'sent'
+        AND (s.sent_at AT TIME ZONE p.tz)::date = ($1 AT TIME ZONE p.tz)::date) AS sent_today,
+    EXISTS (SELECT 1 FROM records r WHERE r.user_id = d.user_id AND NOT r.deleted
+        AND r.kind NOT IN ('weekly_insight', 'preferences')
+        AND (coalesce(r.data->>'occurred_at', r.data->>'planned_for')::timestamptz AT TIME ZONE p.tz)::date
+            = ($1 AT TIME ZONE p.tz)::date) AS logged_today
+FROM due d JOIN prefs p ON p.user_id = d.user_id
+"""  # noqa: S608 (constant SQL fragments; values are parameters)
+
+
+async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Due]:
+    """Notifications due by `now`, locked so that two workers never send one twice."""
+    rows = await conn.exec_driver_sql(_DUE, (now, limit))
+    return [
+        Due(
+            user_id=row.owner,
+            dedupe_key=row.dedupe_key,
+            kind=row.kind,
+            record_id=row.record_id,
+            prefs=prefs_of(row),
+            sent_today=row.sent_today,
+            logged_today=row.logged_today,
+        )
+        for row in rows
+    ]
+
+
+async def push_targets(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, list[PushTarget]]:
+    rows = await conn.exec_driver_sql(
+        "SELECT user_id, id, platform, push_token FROM devices "
+        "WHERE user_id = ANY($1::uuid[]) AND push_enabled AND push_token IS NOT NULL ORDER BY id",
+        (list(users),),
+    )
+    targets: dict[UUID, list[PushTarget]] = {}
+    for row in rows:
+        targets.setdefault(row.user_id, []).append(
+            PushTarget(device_id=row.id, platform=row.platform, token=row.push_token)
+        )
+    return targets
+
+
+async def finish(conn: AsyncConnection, finished: Sequence[Finished]) -> None:
+    if not finished:
+        return
+    await conn.exec_driver_sql(
+        "UPDATE notifications n SET status = f.status, due_at = coalesce(f.due_at, n.due_at), "
+        "provider_result = f.result, attempts = n.attempts + 1, updated_at = now(), "
+        "sent_at = CASE WHEN f.status = 'sent' THEN now() ELSE n.sent_at END "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) "
+        "AS f(user_id, dedupe_key, status, due_at, result) "
+        "WHERE n.user_id = f.user_id AND n.dedupe_key = f.dedupe_key",
+        (
+            [f.user_id for f in finished],
+            [f.dedupe_key for f in finished],
+            [f.status for f in finished],
+            [f.due_at for f in finished],
+            [f.provider_result for f in finished],
+        ),
+    )
+
+
+PRACTICE_REMINDER = "practice_reminder"
+
+
+async def plan_reminders(conn: AsyncConnection, now: datetime) -> None:
+    """Today's practice reminder for each person who turned them on, while its time is still ahead."""
+    await conn.exec_driver_sql(
+        f"WITH prefs AS ({PREFS_SQL} WHERE p.data->>'reminders_enabled' = 'true' "  # noqa: S608
+        "AND p.data->>'reminder_time' IS NOT NULL), "
+        "local AS (SELECT user_id, tz, ($1::timestamptz AT TIME ZONE tz)::date AS today, reminder_time FROM prefs) "
+        "INSERT INTO notifications (user_id, dedupe_key, kind, due_at, status) "
+        "SELECT user_id, $2 || ':' || today, $2, (today + reminder_time::time) AT TIME ZONE tz, 'planned' "
+        "FROM local WHERE (today + reminder_time::time) AT TIME ZONE tz > $1 "
+        "ON CONFLICT (user_id, dedupe_key) DO NOTHING",
+        (now, PRACTICE_REMINDER),
     )

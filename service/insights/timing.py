@@ -28,3 +28,16 @@ def after_quiet_hours(local_now: datetime, start: time, end: time) -> datetime:
         return local_now
     ends = datetime.combine(local_now.date(), end, local_now.tzinfo)
     return ends if ends > local_now else ends + timedelta(days=1)
+
+
+DAILY_PUSH_CAP = 2
+
+
+def next_send(local_now: datetime, quiet_start: time, quiet_end: time, sent_today: int) -> datetime | None:
+    """None to send now; else when to try again. Quiet hours and the daily cap
+    defer a push to a later moment, never drop it."""
+    if sent_today >= DAILY_PUSH_CAP:
+        tomorrow = datetime.combine(local_now.date() + timedelta(days=1), quiet_end, local_now.tzinfo)
+        return after_quiet_hours(tomorrow, quiet_start, quiet_end)
+    later = after_quiet_hours(local_now, quiet_start, quiet_end)
+    return None if later == local_now else later

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.insights.timing import after_quiet_hours, in_quiet_hours, reflected_week
+from service.insights.timing import after_quiet_hours, in_quiet_hours, next_send, reflected_week
 
 AUCKLAND = ZoneInfo("Pacific/Auckland")
 
@@ -44,3 +44,13 @@ def test_deferred_to_the_end_of_quiet_hours_never_dropped() -> None:
     assert after_quiet_hours(early, time(22, 0), time(8, 0)) == datetime(2026, 11, 23, 8, 0, tzinfo=AUCKLAND)
     evening = datetime(2026, 11, 22, 19, 5, tzinfo=AUCKLAND)
     assert after_quiet_hours(evening, time(22, 0), time(8, 0)) == evening
+
+
+def test_a_push_goes_now_unless_quiet_or_over_the_daily_cap() -> None:
+    quiet = (time(22, 0), time(8, 0))
+    evening = datetime(2026, 11, 22, 19, 0, tzinfo=AUCKLAND)
+    assert next_send(evening, *quiet, sent_today=0) is None
+    assert next_send(evening, *quiet, sent_today=1) is None
+    assert next_send(evening, *quiet, sent_today=2) == datetime(2026, 11, 23, 8, 0, tzinfo=AUCKLAND)
+    night = datetime(2026, 11, 22, 23, 0, tzinfo=AUCKLAND)
+    assert next_send(night, *quiet, sent_today=0) == datetime(2026, 11, 23, 8, 0, tzinfo=AUCKLAND)

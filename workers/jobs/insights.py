@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.db import insights as queries
 from service.db import notifications
+from service.db.preferences import Prefs
 from service.insights.timing import EVENING, after_quiet_hours
 from service.insights.weekly import Screening, build
 
@@ -60,7 +61,7 @@ async def run_due(engine: AsyncEngine, now: datetime) -> int:
     return written
 
 
-async def _compute(conn: AsyncConnection, chosen: list[tuple[queries.Prefs, date]], now: datetime) -> int:
+async def _compute(conn: AsyncConnection, chosen: list[tuple[Prefs, date]], now: datetime) -> int:
     """Compute and store; a newly created insight of a person's latest week plans its push."""
     people = [queries.Person(prefs.user_id, week, prefs.timezone) for prefs, week in chosen]
     facts = await queries.facts(conn, people)

@@ -1,0 +1,1 @@
+"""Push providers behind one interface; only generic words ever reach a lock screen."""

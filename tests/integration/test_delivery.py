@@ -1,0 +1,158 @@
+"""Planned notifications reach every device with push on, in generic words, at kind hours."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import notifications as planning
+from service.db.tables import notifications
+from service.push.base import WORDING, PushMessage, PushOutcome, PushTarget
+from tests.integration.conftest import Client, anonymous, bearer
+from workers.jobs.events import on_records_changed
+from workers.jobs.push import deliver
+
+AUCKLAND = ZoneInfo("Pacific/Auckland")
+SENTINEL = "my sister said I am too much"
+
+
+class Recorder:
+    """Stands in for APNs and FCM: keeps what would have reached each device."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[PushTarget, PushMessage]] = []
+
+    async def send(self, target: PushTarget, message: PushMessage) -> PushOutcome:
+        self.sent.append((target, message))
+        return PushOutcome(ok=True)
+
+
+async def person(client: Client, prefs: dict[str, Any], devices: int = 2) -> Any:
+    tokens = await anonymous(client)
+    for n in range(devices):
+        device = {"platform": "ios", "push_token": f"token-{uuid.uuid4()}-{n}"}
+        assert (await client.put(f"/v1/devices/{uuid.uuid4()}", json=device, headers=bearer(tokens))).status_code == 200
+    await sync(client, tokens, [("preferences", tokens["user_id"], {"timezone": "Pacific/Auckland", **prefs})])
+    return tokens
+
+
+async def sync(client: Client, tokens: Any, records: list[tuple[str, str, dict[str, Any]]]) -> None:
+    body = {
+        "device_id": str(uuid.uuid4()),
+        "batch_id": str(uuid.uuid4()),
+        "mutations": [
+            {
+                "id": rid,
+                "kind": kind,
+                "op": "upsert",
+                "base_version": 0,
+                "changed_at": datetime.now(UTC).isoformat(),
+                "data": data,
+            }
+            for kind, rid, data in records
+        ],
+    }
+    response = await client.post("/v1/sync", json=body, headers=bearer(tokens))
+    assert all(r["status"] == "applied" for r in response.json()["results"]), response.text
+
+
+async def follow_up_at(client: Client, engine: AsyncEngine, tokens: Any, due: datetime) -> None:
+    """An experiment whose follow-up is due at `due`, planned as the outbox consumer plans it."""
+    record_id = str(uuid.uuid4())
+    await sync(
+        client,
+        tokens,
+        [
+            (
+                "as_if_experiment",
+                record_id,
+                {
+                    "planned_for": due.isoformat(),
+                    "target_belief": "I deserve kindness",
+                    "intention": SENTINEL,
+                    "behaviours": [SENTINEL],
+                    "predicted_mood": 4,
+                    "belief_before": 20,
+                    "follow_up_at": due.isoformat(),
+                    "status": "planned",
+                },
+            )
+        ],
+    )
+    await on_records_changed(
+        {"engine": engine}, {"user_id": tokens["user_id"], "records": [[record_id, "as_if_experiment", 1, False]]}
+    )
+
+
+async def statuses(engine: AsyncEngine) -> list[tuple[str, datetime]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(notifications.c.status, notifications.c.due_at).order_by(notifications.c.due_at)
+        )
+        return [(r.status, r.due_at) for r in rows]
+
+
+async def test_one_notification_reaches_both_devices_in_generic_words(client: Client, engine: AsyncEngine) -> None:
+    tokens = await person(client, {})
+    due = datetime(2026, 11, 20, 18, 0, tzinfo=AUCKLAND)
+    await follow_up_at(client, engine, tokens, due)
+    recorder = Recorder()
+    assert await deliver(engine, recorder, due + timedelta(minutes=1)) == 1
+    assert len(recorder.sent) == 2, "every device with push on"
+    for _, message in recorder.sent:
+        assert (message.title, message.body) == WORDING["experiment_follow_up"]
+        assert SENTINEL not in f"{message.title} {message.body}", "nothing the person wrote reaches a lock screen"
+    assert [s for s, _ in await statuses(engine)] == ["sent"]
+    assert await deliver(engine, recorder, due + timedelta(minutes=2)) == 0, "sent once"
+
+
+async def test_quiet_hours_defer_and_never_drop(client: Client, engine: AsyncEngine) -> None:
+    tokens = await person(client, {"quiet_start": "22:00", "quiet_end": "08:00"})
+    late = datetime(2026, 11, 20, 23, 0, tzinfo=AUCKLAND)
+    await follow_up_at(client, engine, tokens, late)
+    recorder = Recorder()
+    assert await deliver(engine, recorder, late + timedelta(minutes=1)) == 0
+    morning = datetime(2026, 11, 21, 8, 0, tzinfo=AUCKLAND)
+    assert await statuses(engine) == [("planned", morning)]
+    assert await deliver(engine, recorder, morning) == 1
+    assert [s for s, _ in await statuses(engine)] == ["sent"]
+
+
+async def test_at_most_two_pushes_a_day(client: Client, engine: AsyncEngine) -> None:
+    tokens = await person(client, {}, devices=1)
+    noon = datetime(2026, 11, 20, 12, 0, tzinfo=AUCKLAND)
+    for minutes in (0, 1, 2):
+        await follow_up_at(client, engine, tokens, noon + timedelta(minutes=minutes))
+    recorder = Recorder()
+    assert await deliver(engine, recorder, noon + timedelta(minutes=5)) == 2
+    rows = await statuses(engine)
+    assert [s for s, _ in rows].count("sent") == 2
+    assert ("planned", datetime(2026, 11, 21, 8, 0, tzinfo=AUCKLAND)) in rows, "the third waits for tomorrow"
+
+
+async def test_a_practice_reminder_is_skipped_on_a_day_something_was_logged(
+    client: Client, engine: AsyncEngine
+) -> None:
+    quiet_person = await person(client, {"reminders_enabled": True, "reminder_time": "18:30"}, devices=1)
+    busy_person = await person(client, {"reminders_enabled": True, "reminder_time": "18:30"}, devices=1)
+    morning = datetime(2026, 11, 20, 9, 0, tzinfo=AUCKLAND)
+    await sync(
+        client, busy_person, [("mood_checkin", str(uuid.uuid4()), {"occurred_at": morning.isoformat(), "mood": 6})]
+    )
+    async with engine.begin() as conn:
+        await planning.plan_reminders(conn, morning)
+        await planning.plan_reminders(conn, morning + timedelta(hours=1))  # planned once a day
+        planned = (await conn.execute(text("SELECT count(*) FROM notifications"))).scalar()
+    assert planned == 2
+    recorder = Recorder()
+    assert await deliver(engine, recorder, datetime(2026, 11, 20, 18, 31, tzinfo=AUCKLAND)) == 1
+    async with engine.connect() as conn:
+        rows = dict((await conn.execute(select(notifications.c.user_id, notifications.c.status))).all())
+    assert rows == {uuid.UUID(quiet_person["user_id"]): "sent", uuid.UUID(busy_person["user_id"]): "cancelled"}
