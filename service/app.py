@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from schemas.base import MAX_BODY_BYTES
+from service.api.account import AccountController
 from service.api.admin import AdminController
 from service.api.auth import AuthController
 from service.api.devices import DeviceController
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> Litestar:
             SyncController,
             RecordController,
             AdminController,
+            AccountController,
         ],
         dependencies={
             "settings": singleton(settings),

@@ -1,0 +1,30 @@
+"""`/v1/account`: what kindsync holds about the person, for them to take away."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get
+from litestar.di import NamedDependency
+from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.account import Export
+from service.auth.tokens import BEARER, Principal
+from service.db import account
+from service.problems import ProblemError, problem_specs
+
+
+class AccountController(Controller):
+    path = "/v1/account"
+    tags = ["account"]
+    security = BEARER
+
+    @get("/export", responses=problem_specs(401))
+    async def export(self, request: Request[Principal, Token, Any], engine: NamedDependency[AsyncEngine]) -> Export:
+        """Every record with its whole history, the devices, and the notifications, as JSON."""
+        async with engine.connect() as conn:
+            found = await account.export(conn, request.user.user_id)
+        if found is None:
+            raise ProblemError(401, "unauthorized", "This account no longer exists.")
+        return found
