@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+from arq.connections import ArqRedis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.jobs import COMPUTE_INSIGHTS
 from service.db.tables import notifications
 from tests.integration.conftest import Client, anonymous, bearer
 from workers.jobs.insights import compute_insights, last_complete_week, run_due
@@ -67,7 +71,7 @@ def experiment(person: Person, day: date, predicted: int, actual: int, before: i
 
 
 async def test_a_week_of_entries_gives_exact_numbers_and_reaches_another_device(
-    client: Client, engine: AsyncEngine
+    client: Client, engine: AsyncEngine, redis: ArqRedis, worker: subprocess.Popen[bytes]
 ) -> None:
     zone = "Pacific/Auckland"
     person = Person(client, await anonymous(client), zone)
@@ -101,8 +105,12 @@ async def test_a_week_of_entries_gives_exact_numbers_and_reaches_another_device(
     )
     first = await person.sync()
 
-    ctx = {"engine": engine}
-    assert await compute_insights(ctx, {"week_start": week.isoformat()}) == 1
+    async def run_in_worker() -> Any:
+        job = await redis.enqueue_job(COMPUTE_INSIGHTS, {"week_start": week.isoformat(), "user_id": None})
+        assert job is not None
+        return await job.result(timeout=30)
+
+    assert await run_in_worker() == 1
 
     pulled = await person.sync(cursor=None)  # another device, from the start
     insights = [c for c in pulled["changes"] if c["kind"] == "weekly_insight"]
@@ -123,22 +131,25 @@ async def test_a_week_of_entries_gives_exact_numbers_and_reaches_another_device(
     again = await person.sync(cursor=first["cursor"])
     assert [c["kind"] for c in again["changes"]] == ["weekly_insight"]
     # Computing the unchanged week again writes nothing new.
-    assert await compute_insights(ctx, {"week_start": week.isoformat()}) == 0
+    assert await run_in_worker() == 0
     history = await client.get(f"/v1/records/weekly_insight/{insights[0]['id']}/history", headers=bearer(person.tokens))
     assert [v["version"] for v in history.json()] == [1]
 
 
-async def test_a_phq9_of_10_sets_the_support_prompt_and_a_gentle_suggestion(
-    client: Client, engine: AsyncEngine
-) -> None:
+@pytest.mark.parametrize("trigger", ["phq9 total of 10", "phq9 item 9", "who5 below 13", "two low weeks"])
+async def test_the_support_prompt_and_a_gentle_suggestion(client: Client, engine: AsyncEngine, trigger: str) -> None:
     person = Person(client, await anonymous(client), "Europe/Berlin")
     week = last_complete_week(datetime.now(UTC), "Europe/Berlin")
-    person.add(
-        "assessment",
-        occurred_at=person.at(week + timedelta(days=2), 9),
-        instrument="phq9",
-        answers=[2, 2, 1, 1, 1, 1, 1, 1, 0],
-    )
+    midweek = person.at(week + timedelta(days=2), 9)
+    if trigger == "phq9 total of 10":
+        person.add("assessment", occurred_at=midweek, instrument="phq9", answers=[2, 2, 1, 1, 1, 1, 1, 1, 0])
+    elif trigger == "phq9 item 9":
+        person.add("assessment", occurred_at=midweek, instrument="phq9", answers=[0, 0, 0, 0, 0, 0, 0, 0, 1])
+    elif trigger == "who5 below 13":
+        person.add("assessment", occurred_at=midweek, instrument="who5", answers=[3, 3, 2, 2, 2])
+    else:
+        for day in (week - timedelta(days=5), week + timedelta(days=2)):
+            person.add("mood_checkin", occurred_at=person.at(day, 20), mood=3)
     await person.sync()
     await compute_insights({"engine": engine}, {"week_start": week.isoformat()})
     data = next(c for c in (await person.sync())["changes"] if c["kind"] == "weekly_insight")["data"]
