@@ -9,8 +9,9 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.account import Export, ExportedNotification, ExportedRecord
-from schemas.devices import Device
-from schemas.sync import Change, HistoryVersion
+from schemas.sync import HistoryVersion
+from service.db.devices import device_of
+from service.db.sync import change_of
 
 
 async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
@@ -34,18 +35,7 @@ async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
             )
         )
     records = [
-        ExportedRecord(
-            record=Change(
-                id=row.id,
-                kind=row.kind,
-                version=row.version,
-                deleted=row.deleted,
-                data={} if row.deleted else row.data,
-                changed_at=row.changed_at,
-                updated_at=row.updated_at,
-            ),
-            history=history.get(row.id, []),
-        )
+        ExportedRecord(record=change_of(row), history=history.get(row.id, []))
         for row in await conn.exec_driver_sql(
             "SELECT id, kind, version, deleted, data, changed_at, updated_at FROM records "
             "WHERE user_id = $1 ORDER BY kind, changed_at",
@@ -53,15 +43,7 @@ async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
         )
     ]
     devices = [
-        Device(
-            device_id=row.id,
-            platform=row.platform,
-            push_enabled=row.push_enabled,
-            app_version=row.app_version,
-            locale=row.locale,
-            timezone=row.timezone,
-            last_seen_at=row.last_seen_at,
-        )
+        device_of(row)
         for row in await conn.exec_driver_sql(
             "SELECT id, platform, push_enabled, app_version, locale, timezone, last_seen_at FROM devices "
             "WHERE user_id = $1 ORDER BY created_at",

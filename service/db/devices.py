@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import ColumnElement, delete, false, func, or_, select, update
@@ -82,7 +83,11 @@ async def _register_once(conn: AsyncConnection, user_id: UUID, device_id: UUID, 
         devices.c.timezone,
         devices.c.last_seen_at,
     )
-    row = (await conn.execute(statement)).one()
+    return device_of((await conn.execute(statement)).one())
+
+
+def device_of(row: Any) -> Device:
+    """A devices row as the app sees it (never its push token)."""
     return Device(
         device_id=row.id,
         platform=row.platform,

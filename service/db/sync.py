@@ -237,18 +237,19 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
 
 
 def _numbered(row: Any) -> Numbered:
-    """A deleted record carries no data for the app."""
-    return Numbered(
-        seq=row.seq,
-        change=Change(
-            id=row.id,
-            kind=row.kind,
-            version=row.version,
-            deleted=row.deleted,
-            data={} if row.deleted else row.data,
-            changed_at=row.changed_at,
-            updated_at=row.updated_at,
-        ),
+    return Numbered(seq=row.seq, change=change_of(row))
+
+
+def change_of(row: Any) -> Change:
+    """A records row as the app receives it: a deleted record carries no data."""
+    return Change(
+        id=row.id,
+        kind=row.kind,
+        version=row.version,
+        deleted=row.deleted,
+        data={} if row.deleted else row.data,
+        changed_at=row.changed_at,
+        updated_at=row.updated_at,
     )
 
 
