@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
+from service.logs import configure_logging
 from service.settings import DEFAULT_DATABASE_URL, Settings
 from workers.jobs.insights import compute_insights, last_complete_week
 
@@ -153,6 +154,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--people", type=int, default=10_000)
     args = parser.parse_args()
+    configure_logging("WARNING")
     base = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     url = make_url(base).set(database=f"kindsync_bench_insights_{os.getpid()}")
     database_url = url.render_as_string(hide_password=False)
