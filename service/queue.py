@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from service.settings import Settings
 
-__all__ = ["ArqRedis", "create_redis", "decode_job", "encode_job", "redis_settings"]
+__all__ = ["ArqRedis", "create_redis", "decode_job", "encode_job"]
 
 _encoder = msgspec.msgpack.Encoder(enc_hook=lambda obj: _encode_unknown(obj))
 _decoder = msgspec.msgpack.Decoder()
@@ -34,10 +34,6 @@ def encode_job(obj: Any) -> bytes:
 
 def decode_job(data: bytes) -> Any:
     return _decoder.decode(data)
-
-
-def redis_settings(settings: Settings) -> RedisSettings:
-    return RedisSettings.from_dsn(settings.redis_url)
 
 
 def create_redis(settings: Settings) -> ArqRedis:
