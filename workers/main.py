@@ -24,10 +24,10 @@ from service import heartbeats
 from service.db.engine import create_engine
 from service.logs import configure_logging
 from service.outbox import Relay
-from service.push.base import PushProvider
 from service.push.log import LogProvider
+from service.push.routing import real_providers
 from service.queue import create_redis, decode_job, encode_job
-from service.settings import Settings, SettingsError
+from service.settings import Settings
 from workers.jobs.events import on_records_changed
 from workers.jobs.insights import compute_insights, insights_due
 from workers.jobs.maintenance import prune_outbox, purge_expired_sessions, purge_tombstones
@@ -54,7 +54,10 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
         ctx["engine"] = create_engine(settings, pool_size=5)
-        ctx["push"] = push_provider(settings)
+        if settings.push_provider == "real":
+            ctx["push"], ctx["push_clients"] = real_providers(settings)
+        else:
+            ctx["push"], ctx["push_clients"] = LogProvider(), []
         ctx["heartbeat"] = asyncio.create_task(_keep_beating(ctx["redis"], worker_id, settings.worker_heartbeat_s))
         relay = Relay(ctx["engine"], ctx["redis"], database_url=settings.database_url)
         ctx["relay"] = asyncio.create_task(relay.run())
@@ -67,6 +70,8 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
                 await task
         with contextlib.suppress(RedisError, OSError):
             await heartbeats.forget(ctx["redis"], worker_id)
+        for client in ctx["push_clients"]:
+            await client.aclose()
         await ctx["engine"].dispose()
         log.info("worker_stopped", worker_id=worker_id)
 
@@ -97,13 +102,6 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         log_results=False,
         max_jobs=20,
     )
-
-
-def push_provider(settings: Settings) -> PushProvider:
-    """The provider named by PUSH_PROVIDER: `log` here; APNs and FCM come with their own clients."""
-    if settings.push_provider != "log":
-        raise SettingsError("PUSH_PROVIDER=real is not available in this version; use PUSH_PROVIDER=log")
-    return LogProvider()
 
 
 async def _keep_beating(redis: Any, worker_id: str, every_s: float) -> None:

@@ -161,3 +161,14 @@ async def plan_reminders(conn: AsyncConnection, now: datetime) -> None:
         "ON CONFLICT (user_id, dedupe_key) DO NOTHING",
         (now, PRACTICE_REMINDER),
     )
+
+
+async def switch_off_push(conn: AsyncConnection, dead: Sequence[tuple[UUID, UUID]]) -> None:
+    """Devices whose token a provider called invalid get no more pushes, at once."""
+    if not dead:
+        return
+    await conn.exec_driver_sql(
+        "UPDATE devices d SET push_enabled = false FROM unnest($1::uuid[], $2::uuid[]) AS t(user_id, device_id) "
+        "WHERE d.user_id = t.user_id AND d.id = t.device_id",
+        ([u for u, _ in dead], [d for _, d in dead]),
+    )

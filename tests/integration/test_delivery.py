@@ -10,8 +10,8 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import notifications as planning
-from service.db.tables import notifications
-from service.push.base import WORDING
+from service.db.tables import devices, notifications
+from service.push.base import WORDING, PushMessage, PushOutcome, PushTarget
 from tests.integration.conftest import Client
 from tests.integration.pushes import SENTINEL, Recorder, follow_up_at, person, sync
 from workers.jobs.push import deliver
@@ -84,3 +84,32 @@ async def test_a_practice_reminder_is_skipped_on_a_day_something_was_logged(
     async with engine.connect() as conn:
         rows = dict((await conn.execute(select(notifications.c.user_id, notifications.c.status))).all())
     assert rows == {uuid.UUID(quiet_person["user_id"]): "sent", uuid.UUID(busy_person["user_id"]): "cancelled"}
+
+
+class DeadTokens(Recorder):
+    """A provider that calls some tokens invalid, as APNs and FCM do for an uninstalled app."""
+
+    def __init__(self, dead: set[str]) -> None:
+        super().__init__()
+        self.dead = dead
+
+    async def send(self, target: PushTarget, message: PushMessage) -> PushOutcome:
+        self.sent.append((target, message))
+        return PushOutcome(ok=target.token not in self.dead, token_invalid=target.token in self.dead)
+
+
+async def test_a_token_the_provider_calls_invalid_is_switched_off_at_once(client: Client, engine: AsyncEngine) -> None:
+    tokens = await person(client, {}, devices=2)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(devices.c.push_token))).scalars().all()
+    dead = {rows[0]}
+    due = datetime(2026, 11, 20, 12, 0, tzinfo=AUCKLAND)
+    await follow_up_at(client, engine, tokens, due)
+    assert await deliver(engine, DeadTokens(dead), due) == 1, "the other device still got it"
+    async with engine.connect() as conn:
+        state = dict((await conn.execute(select(devices.c.push_token, devices.c.push_enabled))).all())
+    assert state == {rows[0]: False, rows[1]: True}
+    provider = DeadTokens(dead)
+    await follow_up_at(client, engine, tokens, due + timedelta(minutes=1))
+    await deliver(engine, provider, due + timedelta(minutes=2))
+    assert [target.token for target, _ in provider.sent] == [rows[1]], "no more pushes to the dead token"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -37,6 +38,7 @@ async def deliver(engine: AsyncEngine, provider: PushProvider, now: datetime) ->
             due = await queries.lock_due(conn, now, BATCH)
             targets = await queries.push_targets(conn, list({d.user_id for d in due}))
             finished = []
+            dead: list[tuple[UUID, UUID]] = []
             sent_today = {d.user_id: d.sent_today for d in due}
             for item in due:
                 if item.kind == queries.PRACTICE_REMINDER and item.logged_today:
@@ -56,6 +58,7 @@ async def deliver(engine: AsyncEngine, provider: PushProvider, now: datetime) ->
                     continue
                 message = PushMessage.for_kind(item.kind, item.record_id, item.dedupe_key)
                 outcomes = [await provider.send(device, message) for device in devices]
+                dead += [(item.user_id, d.device_id) for d, o in zip(devices, outcomes, strict=True) if o.token_invalid]
                 delivered = sum(outcome.ok for outcome in outcomes)
                 status = "sent" if delivered else "failed"
                 result = f"{provider.name}: {delivered} of {len(outcomes)} devices"
@@ -64,5 +67,6 @@ async def deliver(engine: AsyncEngine, provider: PushProvider, now: datetime) ->
                     sent_today[item.user_id] += 1
                     sent += 1
             await queries.finish(conn, finished)
+            await queries.switch_off_push(conn, dead)
         if len(due) < BATCH:
             return sent
