@@ -10,7 +10,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.db.preferences import PREFS_SQL, Prefs, prefs_of
-from service.push.base import PushTarget
+from service.push.base import PushOutcome, PushTarget
 
 FOLLOW_UP = "experiment_follow_up"
 
@@ -66,6 +66,7 @@ class Due(msgspec.Struct, frozen=True, kw_only=True):
     dedupe_key: str
     kind: str
     record_id: UUID | None
+    attempts: int
     prefs: Prefs
     sent_today: int
     logged_today: bool
@@ -77,14 +78,15 @@ class Finished(msgspec.Struct, frozen=True, array_like=True):
     status: str  # sent, planned (deferred), cancelled, undeliverable
     due_at: datetime | None  # the new time of a deferred one
     provider_result: str | None
+    tried: bool = False  # a provider was asked (deferrals and cancellations do not count)
 
 
 _DUE = f"""
 WITH due AS (
-    SELECT user_id, dedupe_key, kind, record_id FROM notifications
+    SELECT user_id, dedupe_key, kind, record_id, attempts FROM notifications
     WHERE status = 'planned' AND due_at <= $1 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED
 ), prefs AS ({PREFS_SQL} WHERE u.id IN (SELECT user_id FROM due))
-SELECT d.user_id AS owner, d.dedupe_key, d.kind, d.record_id, p.*,
+SELECT d.user_id AS owner, d.dedupe_key, d.kind, d.record_id, d.attempts, p.*,
     (SELECT count(*) FROM notifications s WHERE s.user_id = d.user_id AND s.status = 'sent'
         AND (s.sent_at AT TIME ZONE p.tz)::date = ($1 AT TIME ZONE p.tz)::date) AS sent_today,
     EXISTS (SELECT 1 FROM records r WHERE r.user_id = d.user_id AND NOT r.deleted
@@ -104,6 +106,7 @@ async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[Due
             dedupe_key=row.dedupe_key,
             kind=row.kind,
             record_id=row.record_id,
+            attempts=row.attempts,
             prefs=prefs_of(row),
             sent_today=row.sent_today,
             logged_today=row.logged_today,
@@ -131,10 +134,10 @@ async def finish(conn: AsyncConnection, finished: Sequence[Finished]) -> None:
         return
     await conn.exec_driver_sql(
         "UPDATE notifications n SET status = f.status, due_at = coalesce(f.due_at, n.due_at), "
-        "provider_result = f.result, attempts = n.attempts + 1, updated_at = now(), "
+        "provider_result = f.result, attempts = n.attempts + f.tried::int, updated_at = now(), "
         "sent_at = CASE WHEN f.status = 'sent' THEN now() ELSE n.sent_at END "
-        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]) "
-        "AS f(user_id, dedupe_key, status, due_at, result) "
+        "FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::bool[]) "
+        "AS f(user_id, dedupe_key, status, due_at, result, tried) "
         "WHERE n.user_id = f.user_id AND n.dedupe_key = f.dedupe_key",
         (
             [f.user_id for f in finished],
@@ -142,6 +145,7 @@ async def finish(conn: AsyncConnection, finished: Sequence[Finished]) -> None:
             [f.status for f in finished],
             [f.due_at for f in finished],
             [f.provider_result for f in finished],
+            [f.tried for f in finished],
         ),
     )
 
@@ -171,4 +175,26 @@ async def switch_off_push(conn: AsyncConnection, dead: Sequence[tuple[UUID, UUID
         "UPDATE devices d SET push_enabled = false FROM unnest($1::uuid[], $2::uuid[]) AS t(user_id, device_id) "
         "WHERE d.user_id = t.user_id AND d.id = t.device_id",
         ([u for u, _ in dead], [d for _, d in dead]),
+    )
+
+
+async def record_deliveries(
+    conn: AsyncConnection, provider: str, outcomes: Sequence[tuple[UUID, str, UUID, PushOutcome]]
+) -> None:
+    """(user, dedupe key, device, outcome) for each device a push was sent to."""
+    if not outcomes:
+        return
+    await conn.exec_driver_sql(
+        "INSERT INTO deliveries (user_id, dedupe_key, device_id, status, provider, detail) "
+        "SELECT u, k, d, s, $6, x FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) "
+        "AS t(u, k, d, s, x) ON CONFLICT (user_id, dedupe_key, device_id) DO UPDATE SET status = excluded.status, "
+        "detail = excluded.detail, attempts = deliveries.attempts + 1, updated_at = now()",
+        (
+            [u for u, _, _, _ in outcomes],
+            [k for _, k, _, _ in outcomes],
+            [d for _, _, d, _ in outcomes],
+            [o.status for _, _, _, o in outcomes],
+            [o.detail for _, _, _, o in outcomes],
+            provider,
+        ),
     )

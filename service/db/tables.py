@@ -209,3 +209,20 @@ notifications = Table(
     PrimaryKeyConstraint("user_id", "dedupe_key"),
     Index("ix_notifications_due", "due_at", postgresql_where=text("status = 'planned'")),
 )
+
+# What became of a notification on each of the person's devices.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    _owner(),
+    Column("dedupe_key", Text, nullable=False),
+    Column("device_id", Uuid, nullable=False),
+    # sent, failed, invalid_token, retrying
+    Column("status", Text, nullable=False),
+    Column("provider", Text, nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("user_id", "dedupe_key", "device_id"),
+    Index(None, "updated_at"),
+)

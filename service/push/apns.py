@@ -109,7 +109,7 @@ class APNsProvider:
                 await asyncio.sleep(_retry_after(response) or self._backoff_s * attempt)
                 continue
             return PushOutcome(ok=False, detail=f"{response.status_code} {reason}")  # the payload's fault
-        return PushOutcome(ok=False, detail="gave up after retries")
+        return PushOutcome(ok=False, retryable=True, detail="busy or unreachable after retries")
 
 
 def _reason(response: httpx.Response) -> str:

@@ -37,7 +37,15 @@ class PushTarget(msgspec.Struct, frozen=True, kw_only=True):
 class PushOutcome(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     token_invalid: bool = False
+    retryable: bool = False  # the provider was busy or unreachable: try again later
     detail: str = ""
+
+    @property
+    def status(self) -> str:
+        """The delivery's status on this device."""
+        if self.ok:
+            return "sent"
+        return "invalid_token" if self.token_invalid else "retrying" if self.retryable else "failed"
 
 
 class PushProvider(Protocol):

@@ -119,7 +119,7 @@ class FCMProvider:
                 await asyncio.sleep(float(retry_after) if retry_after.isdigit() else self._backoff_s * attempt)
                 continue
             return PushOutcome(ok=False, detail=f"{response.status_code} {code}")
-        return PushOutcome(ok=False, detail="gave up after retries")
+        return PushOutcome(ok=False, retryable=True, detail="busy or unreachable after retries")
 
 
 def _error_code(response: httpx.Response) -> str:

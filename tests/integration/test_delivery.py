@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import notifications as planning
-from service.db.tables import devices, notifications
+from service.db.tables import deliveries, devices, notifications
 from service.push.base import WORDING, PushMessage, PushOutcome, PushTarget
 from tests.integration.conftest import Client
 from tests.integration.pushes import SENTINEL, Recorder, follow_up_at, person, sync
@@ -113,3 +113,36 @@ async def test_a_token_the_provider_calls_invalid_is_switched_off_at_once(client
     await follow_up_at(client, engine, tokens, due + timedelta(minutes=1))
     await deliver(engine, provider, due + timedelta(minutes=2))
     assert [target.token for target, _ in provider.sent] == [rows[1]], "no more pushes to the dead token"
+
+
+class Busy(Recorder):
+    """A provider that keeps answering 'busy' until told otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.busy = True
+
+    async def send(self, target: PushTarget, message: PushMessage) -> PushOutcome:
+        self.sent.append((target, message))
+        return PushOutcome(ok=not self.busy, retryable=self.busy, detail="503" if self.busy else "200")
+
+
+async def test_a_busy_provider_is_tried_again_later_and_each_device_is_recorded(
+    client: Client, engine: AsyncEngine
+) -> None:
+    tokens = await person(client, {}, devices=2)
+    due = datetime(2026, 11, 20, 12, 0, tzinfo=AUCKLAND)
+    await follow_up_at(client, engine, tokens, due)
+    provider = Busy()
+    assert await deliver(engine, provider, due) == 0
+    assert await statuses(engine) == [("planned", due + timedelta(minutes=1))], "retrying, not dropped"
+    async with engine.connect() as conn:
+        per_device = (await conn.execute(select(deliveries.c.status, deliveries.c.attempts))).all()
+    assert sorted(per_device) == [("retrying", 1), ("retrying", 1)]
+
+    provider.busy = False
+    assert await deliver(engine, provider, due + timedelta(minutes=1)) == 1
+    async with engine.connect() as conn:
+        per_device = (await conn.execute(select(deliveries.c.status, deliveries.c.attempts))).all()
+    assert sorted(per_device) == [("sent", 2), ("sent", 2)]
+    assert [s for s, _ in await statuses(engine)] == ["sent"]
