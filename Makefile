@@ -31,3 +31,4 @@ format: setup
 bench: setup  ## benchmarks against a raw-asyncpg baseline taken in the same run (not part of make test)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.insights
+	$(BIN)/python -m bench.push

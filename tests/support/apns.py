@@ -49,6 +49,7 @@ class FakeAPNs:
     issued_at_seen: set[int] = field(default_factory=set)
     revoked_tokens: set[str] = field(default_factory=set)  # provider tokens to call expired
     _server: asyncio.Server | None = None
+    _handlers: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, ssl_context: ssl.SSLContext) -> str:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=ssl_context)
@@ -58,9 +59,15 @@ class FakeAPNs:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for handler in list(self._handlers):
+                handler.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
             await self._server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         conn = H2Connection(config=H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         writer.write(conn.data_to_send())
@@ -82,9 +89,11 @@ class FakeAPNs:
                             conn.send_data(event.stream_id, answer, end_stream=True)
                 writer.write(conn.data_to_send())
                 await writer.drain()
-        except (ConnectionError, ssl.SSLError):
-            pass
+        except (ConnectionError, ssl.SSLError, asyncio.CancelledError):
+            pass  # the client left, or the fake is stopping: a handler just ends
         finally:
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
 
     def _answer(self, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes | None]:
