@@ -1,0 +1,104 @@
+"""A real worker with PUSH_PROVIDER=real delivers through the local APNs and FCM."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import trustme
+from arq.connections import ArqRedis
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from schemas.jobs import DELIVER_DUE
+from service.db.tables import deliveries, notifications
+from service.settings import Settings
+from tests.integration.conftest import Client, bearer
+from tests.integration.processes import environment, free_port, start
+from tests.integration.pushes import follow_up_at, person
+from tests.support.apns import FakeAPNs
+from tests.support.fcm import FakeFCM
+
+
+def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> tuple[str, str]:
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+async def test_a_real_worker_reaches_an_iphone_and_an_android_phone(
+    client: Client, engine: AsyncEngine, redis: ArqRedis, settings: Settings, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_tls)
+    server_tls.set_alpn_protocols(["h2"])
+    apns_private, apns_public = _pem(ec.generate_private_key(ec.SECP256R1()))
+    fcm_private, fcm_public = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    apns = FakeAPNs(public_key_pem=apns_public, key_id="KEY1234567", team_id="TEAM123456", topic="app.kindsync")
+    fcm = FakeFCM(public_key_pem=fcm_public, client_email="push@kindsync.test", project_id="kindsync-test")
+    apns_url = await apns.start(server_tls)
+    fcm_url = await fcm.start(free_port())
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        tokens = await person(client, {}, devices=0)
+        for platform, token in (("ios", "a" * 64), ("android", "android-token")):
+            device = {"platform": platform, "push_token": token}
+            response = await client.put(f"/v1/devices/{uuid.uuid4()}", json=device, headers=bearer(tokens))
+            assert response.status_code == 200
+        await follow_up_at(client, engine, tokens, datetime.now(UTC) - timedelta(minutes=1))
+
+        account = {
+            "project_id": "kindsync-test",
+            "client_email": "push@kindsync.test",
+            "private_key": fcm_private,
+            "private_key_id": "k1",
+            "token_uri": f"{fcm_url}/token",
+        }
+        worker = start(
+            ["worker"],
+            environment(
+                settings,
+                PUSH_PROVIDER="real",
+                APNS_URL=apns_url,
+                APNS_KEY_ID="KEY1234567",
+                APNS_TEAM_ID="TEAM123456",
+                APNS_TOPIC="app.kindsync",
+                APNS_PRIVATE_KEY=apns_private,
+                FCM_URL=fcm_url,
+                FCM_SERVICE_ACCOUNT=json.dumps(account),
+                SSL_CERT_FILE=str(ca_file),
+            ),
+        )
+        job = await redis.enqueue_job(DELIVER_DUE)
+        assert job is not None
+        assert await job.result(timeout=30) == 1
+
+        assert [r.token for r in apns.received] == ["a" * 64]
+        assert [m["token"] for m in fcm.received] == ["android-token"]
+        async with engine.connect() as conn:
+            assert (await conn.execute(select(notifications.c.status))).scalars().all() == ["sent"]
+            assert sorted((await conn.execute(select(deliveries.c.provider, deliveries.c.status))).all()) == [
+                ("real", "sent"),
+                ("real", "sent"),
+            ]
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        await apns.stop()
+        await fcm.stop()
