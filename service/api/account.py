@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Controller, Request, get
+from litestar import Controller, Request, delete, get
 from litestar.di import NamedDependency
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,3 +28,9 @@ class AccountController(Controller):
         if found is None:
             raise ProblemError(401, "unauthorized", "This account no longer exists.")
         return found
+
+    @delete("/", status_code=204, responses=problem_specs(401))
+    async def erase(self, request: Request[Principal, Token, Any], engine: NamedDependency[AsyncEngine]) -> None:
+        """Delete everything of the person: records, history, devices, sessions, notifications."""
+        async with engine.begin() as conn:
+            await account.erase(conn, request.user.user_id)

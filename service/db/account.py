@@ -68,3 +68,8 @@ async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
         devices=devices,
         notifications=notifications,
     )
+
+
+async def erase(conn: AsyncConnection, user_id: UUID) -> None:
+    """Delete the person; every table that holds their data cascades from `users`."""
+    await conn.exec_driver_sql("DELETE FROM users WHERE id = $1", (user_id,))

@@ -61,9 +61,12 @@ class Phone:
 
 
 async def planned(engine: AsyncEngine) -> list[tuple[str, datetime, str]]:
+    """Follow-ups only: a worker's evening cron may plan a weekly push for the same person."""
+    query = select(notifications.c.kind, notifications.c.due_at, notifications.c.status).where(
+        notifications.c.kind == "experiment_follow_up"
+    )
     async with engine.connect() as conn:
-        rows = await conn.execute(select(notifications.c.kind, notifications.c.due_at, notifications.c.status))
-        return [(row.kind, row.due_at, row.status) for row in rows]
+        return [(row.kind, row.due_at, row.status) for row in await conn.execute(query)]
 
 
 async def test_an_experiment_gets_its_follow_up_planned_moved_and_cancelled(
