@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import uuid
@@ -34,7 +35,8 @@ async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
 
     job = await redis.enqueue_job(jobs.PURGE_EXPIRED_SESSIONS)
     assert job is not None
-    assert await job.result(timeout=20) == 1
+    # 1, or 0 if the worker's hourly purge (at :17) happened to run first: either way it ran.
+    assert await job.result(timeout=20) in (0, 1)
 
     async with engine.connect() as conn:
         left = set((await conn.execute(select(refresh_families.c.id))).scalars())
@@ -45,7 +47,8 @@ async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
     async def health() -> str | None:
         raw = await redis.get("arq:queue:health-check")
         text = raw.decode() if raw else ""
-        return text if "j_complete=1" in text else None
+        done = re.search(r"j_complete=(\d+)", text)
+        return text if done and int(done.group(1)) >= 1 else None
 
     await eventually(health)
     # …and our heartbeat keeps moving.
@@ -68,6 +71,7 @@ async def test_purging_twice_changes_nothing_the_second_time(
     second = await redis.enqueue_job(jobs.PURGE_EXPIRED_SESSIONS)
     assert first is not None
     assert second is not None
-    assert sorted([await first.result(timeout=20), await second.result(timeout=20)]) == [0, 1]
+    # One removes it and the other finds nothing (or the hourly purge got there first).
+    assert sorted([await first.result(timeout=20), await second.result(timeout=20)]) in ([0, 1], [0, 0])
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(refresh_families)) == 0
