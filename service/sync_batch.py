@@ -42,8 +42,6 @@ from service.sync.merge import Policy, Refused, apply_batch
 from service.sync.model import ErrorCode, Mutation, MutationError, Record, Result, Written
 
 _canonical = msgspec.json.Encoder(order="sorted")
-_results = msgspec.msgpack.Encoder()
-_stored_results = msgspec.msgpack.Decoder(list[MutationResult])
 
 
 def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -78,8 +76,7 @@ class Syncer:
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
                 )
-            results = _stored_results.decode(stored.results)
-            return await self._pull(conn, user_id, request, after, last_seq, last_seq, results, now)
+            return await self._pull(conn, user_id, request, after, last_seq, last_seq, stored.results, now)
 
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
@@ -102,9 +99,7 @@ class Syncer:
             changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, _, r in numbered]
             await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
         results = [_wire_result(r, updated_at) for r in core_results]
-        await queries.store_batch(
-            conn, user_id, request.batch_id, request_hash, _results.encode(results), len(request.mutations)
-        )
+        await queries.store_batch(conn, user_id, request.batch_id, request_hash, results)
         return await self._pull(conn, user_id, request, after, last_seq, last_seq + len(numbered), results, now)
 
     def _position(self, cursor: str | None, now: datetime) -> int:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.problems import FieldError
-from schemas.sync import BatchReceipt, Manifest, MutationResult, SyncRequest, SyncResponse
+from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
 from service.db import sync as queries
 from service.db.errors import owner_gone
@@ -40,7 +40,6 @@ _encoders: dict[str, msgspec.json.Encoder | msgspec.msgpack.Encoder] = {
     JSON: msgspec.json.Encoder(),
     MSGPACK: msgspec.msgpack.Encoder(),
 }
-_stored_results = msgspec.msgpack.Decoder(list[MutationResult])
 
 
 def _media_type(header: str | None) -> str | None:
@@ -134,7 +133,7 @@ class SyncController(Controller):
             stored = await queries.find_batch(conn, request.user.user_id, batch_id)
         if stored is None:
             raise ProblemError(404, "not-found", "No batch with this id was received from you.")
-        return BatchReceipt(batch_id=batch_id, results=_stored_results.decode(stored.results))
+        return BatchReceipt(batch_id=batch_id, results=stored.results)
 
     @get("/manifest", responses=problem_specs(401))
     async def manifest(self, request: Request[Principal, Token, Any], engine: NamedDependency[AsyncEngine]) -> Manifest:

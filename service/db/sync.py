@@ -15,16 +15,18 @@ from uuid import UUID
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.sync import Change
+from schemas.sync import Change, MutationResult
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
+_results_encoder = msgspec.msgpack.Encoder()
+_results_decoder = msgspec.msgpack.Decoder(list[MutationResult])
 _json = msgspec.json.Encoder()
 
 
 class StoredBatch(msgspec.Struct, frozen=True):
     request_hash: bytes
-    results: bytes
+    results: list[MutationResult]
 
 
 class Numbered(msgspec.Struct, frozen=True, array_like=True):
@@ -48,26 +50,22 @@ async def set_last_seq(conn: AsyncConnection, user_id: UUID, last_seq: int) -> N
     await conn.exec_driver_sql("UPDATE sync_state SET last_seq = $2 WHERE user_id = $1", (user_id, last_seq))
 
 
-async def last_seq(conn: AsyncConnection, user_id: UUID) -> int:
-    result = await conn.exec_driver_sql("SELECT last_seq FROM sync_state WHERE user_id = $1", (user_id,))
-    return int(result.scalar_one_or_none() or 0)
-
-
 async def find_batch(conn: AsyncConnection, user_id: UUID, batch_id: UUID) -> StoredBatch | None:
     row = (
         await conn.exec_driver_sql(
             "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", (user_id, batch_id)
         )
     ).first()
-    return StoredBatch(bytes(row.request_hash), bytes(row.results)) if row else None
+    return StoredBatch(bytes(row.request_hash), _results_decoder.decode(row.results)) if row else None
 
 
 async def store_batch(
-    conn: AsyncConnection, user_id: UUID, batch_id: UUID, request_hash: bytes, results: bytes, mutations: int
+    conn: AsyncConnection, user_id: UUID, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
 ) -> None:
+    """Keep a batch's answer (as msgpack) so a retry gets the same one."""
     await conn.exec_driver_sql(
         "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, $5)",
-        (user_id, batch_id, request_hash, results, mutations),
+        (user_id, batch_id, request_hash, _results_encoder.encode(results), len(results)),
     )
 
 
