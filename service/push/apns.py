@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from service.push.base import PushMessage, PushOutcome, PushTarget
+from service.push.retry import is_busy, retry_delay
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,7 @@ class APNsProvider:
                 )
             except httpx.TransportError as error:
                 log.warning("apns_unreachable", error=type(error).__name__, attempt=attempt)
-                await asyncio.sleep(self._backoff_s * attempt)
+                await asyncio.sleep(retry_delay(None, attempt, self._backoff_s))
                 continue
             if response.status_code == 200:
                 return PushOutcome(ok=True, detail="200")
@@ -105,8 +106,8 @@ class APNsProvider:
                 self._provider_token(renew=True)
                 renewed = True
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
-                await asyncio.sleep(_retry_after(response) or self._backoff_s * attempt)
+            if is_busy(response.status_code):
+                await asyncio.sleep(retry_delay(response, attempt, self._backoff_s))
                 continue
             return PushOutcome(ok=False, detail=f"{response.status_code} {reason}")  # the payload's fault
         return PushOutcome(ok=False, retryable=True, detail="busy or unreachable after retries")
@@ -117,8 +118,3 @@ def _reason(response: httpx.Response) -> str:
         return str(response.json().get("reason", ""))
     except ValueError:
         return ""
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else None

@@ -20,6 +20,7 @@ import jwt
 import structlog
 
 from service.push.base import PushMessage, PushOutcome, PushTarget
+from service.push.retry import is_busy, retry_delay
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +104,7 @@ class FCMProvider:
                 )
             except httpx.HTTPError as error:
                 log.warning("fcm_unreachable", error=type(error).__name__, attempt=attempt)
-                await asyncio.sleep(self._backoff_s * attempt)
+                await asyncio.sleep(retry_delay(None, attempt, self._backoff_s))
                 continue
             if response.status_code == 200:
                 return PushOutcome(ok=True, detail="200")
@@ -114,9 +115,8 @@ class FCMProvider:
                 await self._access_token(renew=True)
                 renewed = True
                 continue
-            if response.status_code == 429 or response.status_code >= 500:
-                retry_after = response.headers.get("retry-after", "")
-                await asyncio.sleep(float(retry_after) if retry_after.isdigit() else self._backoff_s * attempt)
+            if is_busy(response.status_code):
+                await asyncio.sleep(retry_delay(response, attempt, self._backoff_s))
                 continue
             return PushOutcome(ok=False, detail=f"{response.status_code} {code}")
         return PushOutcome(ok=False, retryable=True, detail="busy or unreachable after retries")
