@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,37 +9,22 @@ from collections.abc import AsyncIterator
 import httpx
 import jwt
 import pytest
-import trustme
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from service.push.apns import APNsProvider
 from service.push.base import WORDING, PushMessage, PushTarget
 from tests.support.apns import Answer, FakeAPNs
+from tests.support.credentials import LocalTLS, apns_key
 
 KEY_ID, TEAM_ID, TOPIC = "KEY1234567", "TEAM123456", "app.kindsync.ios"
 
 
 @pytest.fixture
 async def apns() -> AsyncIterator[tuple[FakeAPNs, APNsProvider, str]]:
-    ca = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_tls)
-    server_tls.set_alpn_protocols(["h2"])
-    key = ec.generate_private_key(ec.SECP256R1())
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    tls = LocalTLS()
+    private_pem, public_pem = apns_key()
     fake = FakeAPNs(public_key_pem=public_pem, key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC)
-    url = await fake.start(server_tls)
-    client_tls = ssl.create_default_context()
-    ca.configure_trust(client_tls)
-    async with httpx.AsyncClient(http2=True, verify=client_tls) as client:
+    url = await fake.start(tls.server)
+    async with httpx.AsyncClient(http2=True, verify=tls.client) as client:
         provider = APNsProvider(
             url=url, key_id=KEY_ID, team_id=TEAM_ID, topic=TOPIC, private_key=private_pem, client=client, backoff_s=0.01
         )

@@ -7,12 +7,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from service.push.base import WORDING, PushMessage, PushTarget
 from service.push.fcm import FCMProvider
 from tests.integration.processes import free_port
+from tests.support.credentials import service_account_key
 from tests.support.fcm import Answer, FakeFCM
 
 EMAIL, PROJECT = "push@kindsync-test.iam.gserviceaccount.com", "kindsync-test"
@@ -21,15 +20,7 @@ MESSAGE = PushMessage.for_kind("weekly_insight_ready", None, "weekly_insight_rea
 
 @pytest.fixture
 async def fcm() -> AsyncIterator[tuple[FakeFCM, FCMProvider]]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public_pem = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private_pem, public_pem = service_account_key()
     fake = FakeFCM(public_key_pem=public_pem, client_email=EMAIL, project_id=PROJECT)
     url = await fake.start(free_port())
     account = {

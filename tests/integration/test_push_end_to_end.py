@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import ssl
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import trustme
 from arq.connections import ArqRedis
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,35 +19,20 @@ from tests.integration.conftest import Client, bearer
 from tests.integration.processes import environment, eventually, free_port, start
 from tests.integration.pushes import follow_up_at, person
 from tests.support.apns import FakeAPNs
+from tests.support.credentials import LocalTLS, apns_key, service_account_key
 from tests.support.fcm import FakeFCM
-
-
-def _pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> tuple[str, str]:
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 async def test_a_real_worker_reaches_an_iphone_and_an_android_phone(
     client: Client, engine: AsyncEngine, redis: ArqRedis, settings: Settings, tmp_path: Path
 ) -> None:
-    ca = trustme.CA()
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("localhost").configure_cert(server_tls)
-    server_tls.set_alpn_protocols(["h2"])
-    apns_private, apns_public = _pem(ec.generate_private_key(ec.SECP256R1()))
-    fcm_private, fcm_public = _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    tls = LocalTLS()
+    ca_file = tls.write_ca(tmp_path / "ca.pem")
+    apns_private, apns_public = apns_key()
+    fcm_private, fcm_public = service_account_key()
     apns = FakeAPNs(public_key_pem=apns_public, key_id="KEY1234567", team_id="TEAM123456", topic="app.kindsync")
     fcm = FakeFCM(public_key_pem=fcm_public, client_email="push@kindsync.test", project_id="kindsync-test")
-    apns_url = await apns.start(server_tls)
+    apns_url = await apns.start(tls.server)
     fcm_url = await fcm.start(free_port())
     worker: subprocess.Popen[bytes] | None = None
     try:
