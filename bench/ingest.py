@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
+from service.envelope import MasterKeys
 from service.settings import DEFAULT_DATABASE_URL, Settings
 
 WORDS = ("kind", "gentle", "tired", "hopeful", "small", "walk", "friend", "rain", "coffee", "breathe", "enough")
@@ -172,7 +173,10 @@ async def main() -> None:
     url = make_url(base).set(database=f"kindsync_bench_{os.getpid()}")
     database_url = url.render_as_string(hide_password=False)
     await ensure_database(database_url)
-    engine = create_engine(Settings(secret_key="bench" * 10, database_url=database_url), pool_size=1)
+    engine = create_engine(
+        Settings(secret_key="bench" * 10, master_keys=MasterKeys.generate("bench"), database_url=database_url),
+        pool_size=1,
+    )
     await migrate.upgrade(engine)
     await engine.dispose()
     env = {

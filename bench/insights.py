@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
+from service.envelope import MasterKeys
 from service.logs import configure_logging
 from service.settings import DEFAULT_DATABASE_URL, Settings
 from workers.jobs.insights import compute_insights, last_complete_week
@@ -160,7 +161,10 @@ async def main() -> None:
     database_url = url.render_as_string(hide_password=False)
     dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
     await ensure_database(database_url)
-    engine = create_engine(Settings(secret_key="bench" * 10, database_url=database_url), pool_size=2)
+    engine = create_engine(
+        Settings(secret_key="bench" * 10, master_keys=MasterKeys.generate("bench"), database_url=database_url),
+        pool_size=2,
+    )
     try:
         await migrate.upgrade(engine)
         week_start = last_complete_week(datetime.now(UTC), "UTC")

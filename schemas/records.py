@@ -175,6 +175,10 @@ LONG_TEXT_FIELDS = frozenset(
     }
 )
 SET_FIELDS = frozenset({"tags", "emotions"})
+# Stored encrypted under the person's own key (service/envelope.py): everything written in
+# their own words. Tags stay readable because the weekly insight counts them in SQL; the
+# other fields are numbers, times and choices.
+PRIVATE_FIELDS = LONG_TEXT_FIELDS | {"target_belief", "title", "prompt", "phrases", "behaviours", "emotions"}
 
 
 def _patch_struct(full: type[RecordData]) -> type[RecordData]:

@@ -26,6 +26,7 @@ from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
 from service.auth.tokens import jwt_auth, protect_only_v1
 from service.db.engine import create_engine
+from service.envelope import MasterKeys
 from service.logs import configure_logging
 from service.problems import EXCEPTION_HANDLERS
 from service.queue import create_redis
@@ -39,6 +40,7 @@ def create_app(settings: Settings) -> Litestar:
     engine = create_engine(settings)
     redis = create_redis(settings)
     auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)
+    master_keys = MasterKeys.parse(settings.master_keys)
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
     sessions = Sessions(auth, access_ttl_s=settings.access_token_ttl_s, refresh_ttl_s=settings.refresh_token_ttl_s)
     throttle = LoginThrottle(
@@ -78,7 +80,10 @@ def create_app(settings: Settings) -> Litestar:
             "passwords": singleton(passwords),
             "sessions": singleton(sessions),
             "login_throttle": singleton(throttle),
-            "syncer": singleton(Syncer(tombstone_retention=timedelta(days=settings.tombstone_retention_days))),
+            "master_keys": singleton(master_keys),
+            "syncer": singleton(
+                Syncer(tombstone_retention=timedelta(days=settings.tombstone_retention_days), master_keys=master_keys)
+            ),
         },
         lifespan=[lifespan],
         on_app_init=[protect_only_v1(auth)],

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import structlog
 
+from service.envelope import EnvelopeError, MasterKeys
 from service.settings import Settings, SettingsError
 
 log = structlog.get_logger("kindsync.cli")
@@ -29,7 +30,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     revision = commands.add_parser("revision", help="write a migration from changes to service/db/tables.py")
     revision.add_argument("-m", "--message", required=True)
     commands.add_parser("dev", help="migrate, then run the API and one worker together")
+    keys = commands.add_parser("keys", help="master keys, which wrap each person's data key")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    key_commands.add_parser("rotate", help="re-wrap every data key under the first key of MASTER_KEYS")
+    new_key = key_commands.add_parser("new", help="print a new master key entry for MASTER_KEYS")
+    new_key.add_argument("key_id", help="its id, e.g. the date it was made: 2026-11")
     args = parser.parse_args(argv)
+
+    if args.command == "keys" and args.keys_command == "new":
+        # Needs no settings: this is how an operator makes the first one.
+        try:
+            print(MasterKeys.generate(args.key_id))
+        except EnvelopeError as error:
+            print(f"kindsync: {error}", file=sys.stderr)
+            return 2
+        return 0
 
     try:
         settings = Settings.from_env()
@@ -46,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "revision":
         asyncio.run(_revision(settings, args.message))
+        return 0
+    if args.command == "keys":
+        asyncio.run(_rotate_keys(settings))
         return 0
     return _run_dev(settings)
 
@@ -89,7 +107,7 @@ async def _migrate(settings: Settings) -> None:
         log.info("database_created")
     engine = create_engine(settings, pool_size=1)
     try:
-        await migrate.upgrade(engine)
+        await migrate.upgrade(engine, master_keys=MasterKeys.parse(settings.master_keys))
         log.info("migrated", revision=await migrate.current_revision(engine))
     finally:
         await engine.dispose()
@@ -106,6 +124,33 @@ async def _revision(settings: Settings, message: str) -> None:
         await migrate.revision(engine, message)
     finally:
         await engine.dispose()
+
+
+async def _rotate_keys(settings: Settings) -> None:
+    """Re-wrap data keys a page at a time, each page its own short transaction, while everything runs.
+
+    Rotating without downtime: put the new key first in MASTER_KEYS and keep the old one after it,
+    restart, run this, then drop the old key from MASTER_KEYS.
+    """
+    from service.db import keys
+    from service.db.engine import create_engine
+    from service.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    master = MasterKeys.parse(settings.master_keys)
+    engine = create_engine(settings, pool_size=1)
+    rewrapped, after = 0, None
+    try:
+        while True:
+            async with engine.begin() as conn:
+                count, after = await keys.rewrap_page(conn, master, after, limit=1000)
+            rewrapped += count
+            if after is None:
+                break
+    finally:
+        await engine.dispose()
+    log.info("keys_rotated", master_key_id=master.current_id, rewrapped=rewrapped)
+    print(f"{rewrapped} data keys re-wrapped under master key {master.current_id!r}")
 
 
 def _run_dev(settings: Settings) -> int:

@@ -15,6 +15,8 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from service.envelope import EnvelopeError, MasterKeys
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/kindsync"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_SECRET_FILE = Path(".kindsync") / "secret_key"
@@ -32,6 +34,8 @@ class SettingsError(ValueError):
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     secret_key: str
+    # `id:base64key,...`, current first: they wrap each person's data key (service/envelope.py).
+    master_keys: str
     env: Environment = "development"
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -90,8 +94,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             secret = _development_secret(secret_file)
         elif kind == "production" and len(secret) < MIN_SECRET_LENGTH:
             raise SettingsError(f"SECRET_KEY must be at least {MIN_SECRET_LENGTH} characters in production")
+        master_keys = env.get("MASTER_KEYS") or None
+        if master_keys is None:
+            if kind == "production":
+                raise SettingsError("MASTER_KEYS must be set when KINDSYNC_ENV=production")
+            master_keys = _development_master_key(secret_file.parent / "master_keys")
+        try:
+            MasterKeys.parse(master_keys)
+        except EnvelopeError as error:
+            raise SettingsError(f"MASTER_KEYS: {error}") from None
         return cls(
             secret_key=secret,
+            master_keys=master_keys,
             env=kind,  # type: ignore[arg-type]
             database_url=get.text("DATABASE_URL", DEFAULT_DATABASE_URL),
             redis_url=get.text("REDIS_URL", DEFAULT_REDIS_URL),
@@ -160,12 +174,27 @@ class _Reader:
 
 def _development_secret(path: Path) -> str:
     """Keep one generated secret per checkout so tokens survive restarts."""
+    return _kept(path, lambda text: len(text) >= MIN_SECRET_LENGTH, lambda: secrets.token_urlsafe(48))
+
+
+def _development_master_key(path: Path) -> str:
+    """Keep one generated master key per checkout: without it, what was written cannot be read again.
+
+    An unreadable file is an error, never replaced: a new key would not open the old data keys.
+    """
+    if path.exists():
+        return path.read_text().strip()
+    return _kept(path, lambda _: False, lambda: MasterKeys.generate("dev-1"))
+
+
+def _kept(path: Path, usable: Callable[[str], bool], generate: Callable[[], str]) -> str:
+    """A value generated once into a file only the owner may read, and read back after."""
     if path.exists():
         existing = path.read_text().strip()
-        if len(existing) >= MIN_SECRET_LENGTH:
+        if usable(existing):
             return existing
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
+    value = generate()
     path.touch(mode=0o600, exist_ok=True)
-    path.write_text(secret + "\n")
-    return secret
+    path.write_text(value + "\n")
+    return value

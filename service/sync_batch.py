@@ -33,7 +33,9 @@ from schemas.sync import (
     MutationError as WireError,
 )
 from service import outbox
+from service.db import keys as data_keys
 from service.db import sync as queries
+from service.envelope import DataKey, MasterKeys
 from service.insights.assessments import derive
 from service.problems import ProblemError
 from service.sync import cursor as cursors
@@ -58,32 +60,35 @@ POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finaliz
 
 
 class Syncer:
-    def __init__(self, *, tombstone_retention: timedelta) -> None:
+    def __init__(self, *, tombstone_retention: timedelta, master_keys: MasterKeys) -> None:
         self._retention = tombstone_retention
+        self._master = master_keys
 
     async def run(self, conn: AsyncConnection, user_id: UUID, request: SyncRequest) -> SyncResponse:
         _check_request(request)
         now = datetime.now(UTC)
         after = self._position(request.cursor, now)
         if not request.mutations:
-            return await self._pull(conn, user_id, request, after, None, None, [], now)
+            found = await data_keys.load(conn, self._master, user_id)
+            return await self._pull(conn, user_id, found, request, after, None, None, [], now)
 
         last_seq = await queries.lock_user(conn, user_id)
+        key = await data_keys.load_or_create(conn, self._master, user_id)
         request_hash = _request_hash(request)
-        stored = await queries.find_batch(conn, user_id, request.batch_id)
+        stored = await queries.find_batch(conn, key, request.batch_id)
         if stored is not None:
             if stored.request_hash != request_hash:
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
                 )
-            return await self._pull(conn, user_id, request, after, last_seq, last_seq, stored.results, now)
+            return await self._pull(conn, user_id, key, request, after, last_seq, last_seq, stored.results, now)
 
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         ids = list({m.id for m in mutations})
-        current = await queries.load_records(conn, user_id, ids)
+        current = await queries.load_records(conn, key, ids)
         since = _history_needed(current, mutations)
-        history = await queries.load_history(conn, user_id, since)
+        history = await queries.load_history(conn, key, since)
         seen = await queries.applied_fingerprints(conn, user_id, ids, [m.fingerprint for m in mutations])
 
         before = {record_id: record.version for record_id, record in current.items()}
@@ -92,15 +97,15 @@ class Syncer:
         numbered = [(user_id, last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
         updated_at = now
         if numbered:
-            await queries.append_versions(conn, [(user_id, version) for version in written])
-            updated_at = await queries.save_records(conn, numbered)
+            await queries.append_versions(conn, [(user_id, version) for version in written], {user_id: key})
+            updated_at = await queries.save_records(conn, numbered, {user_id: key})
             await queries.set_last_seq(conn, user_id, last_seq + len(numbered))
             # Ids and kinds only: the workers read what they need from the records.
             changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, _, r in numbered]
             await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
         results = [_wire_result(r, updated_at) for r in core_results]
-        await queries.store_batch(conn, user_id, request.batch_id, request_hash, results)
-        return await self._pull(conn, user_id, request, after, last_seq, last_seq + len(numbered), results, now)
+        await queries.store_batch(conn, key, request.batch_id, request_hash, results)
+        return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:
@@ -123,6 +128,7 @@ class Syncer:
         self,
         conn: AsyncConnection,
         user_id: UUID,
+        key: DataKey | None,
         request: SyncRequest,
         after: int,
         up_to: int | None,
@@ -131,7 +137,7 @@ class Syncer:
         now: datetime,
     ) -> SyncResponse:
         """Changes after the cursor, leaving out those this request itself made."""
-        rows = await queries.pull(conn, user_id, after, up_to, request.pull_limit + 1)
+        rows = await queries.pull(conn, user_id, key, after, up_to, request.pull_limit + 1)
         has_more = len(rows) > request.pull_limit
         rows = rows[: request.pull_limit]
         if has_more:

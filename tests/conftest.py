@@ -18,6 +18,7 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from service.envelope import MasterKeys
 from service.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings
 
 CLAIM_KEY = "kindsync:test-run"
@@ -50,6 +51,7 @@ def build_test_settings(run_id: str) -> Settings:
     base_db = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     return Settings(
         secret_key="kindsync-test-secret-" + "k" * 40,
+        master_keys=MasterKeys.generate("test-1"),
         env="test",
         database_url=make_url(base_db).set(database=f"kindsync_test_{run_id}").render_as_string(hide_password=False),
         redis_url=redis_url_with_index(base_redis, index),

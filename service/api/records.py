@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.sync import Change, HistoryVersion
 from service.auth.tokens import BEARER, Principal
+from service.db import keys as data_keys
 from service.db import sync as queries
+from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
 
 
@@ -34,10 +36,13 @@ class RecordController(Controller):
         kind: FromPath[str],
         record_id: FromPath[UUID],
         engine: NamedDependency[AsyncEngine],
+        master_keys: NamedDependency[MasterKeys],
     ) -> Change:
         """The record as it is now (a deleted one answers with `deleted: true`)."""
+        user_id = request.user.user_id
         async with engine.connect() as conn:
-            change = await queries.get_record(conn, request.user.user_id, kind, record_id)
+            key = await data_keys.load(conn, master_keys, user_id)
+            change = await queries.get_record(conn, user_id, key, kind, record_id)
         if change is None:
             raise _not_found()
         return change
@@ -49,10 +54,13 @@ class RecordController(Controller):
         kind: FromPath[str],
         record_id: FromPath[UUID],
         engine: NamedDependency[AsyncEngine],
+        master_keys: NamedDependency[MasterKeys],
     ) -> list[HistoryVersion]:
         """Every version of the record, newest first: nothing a merge replaced is lost."""
+        user_id = request.user.user_id
         async with engine.connect() as conn:
-            versions = await queries.record_history(conn, request.user.user_id, kind, record_id)
+            key = await data_keys.load(conn, master_keys, user_id)
+            versions = await queries.record_history(conn, user_id, key, kind, record_id)
         if not versions:
             raise _not_found()
         return [

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from schemas.problems import FieldError
 from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
+from service.db import keys as data_keys
 from service.db import sync as queries
 from service.db.errors import owner_gone
+from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
 from service.sync_batch import Syncer
 
@@ -126,11 +128,17 @@ class SyncController(Controller):
 
     @get("/batches/{batch_id:uuid}", responses=problem_specs(401, 404))
     async def receipt(
-        self, request: Request[Principal, Token, Any], batch_id: FromPath[UUID], engine: NamedDependency[AsyncEngine]
+        self,
+        request: Request[Principal, Token, Any],
+        batch_id: FromPath[UUID],
+        engine: NamedDependency[AsyncEngine],
+        master_keys: NamedDependency[MasterKeys],
     ) -> BatchReceipt:
         """What became of a batch this user sent, without sending anything again."""
         async with engine.connect() as conn:
-            stored = await queries.find_batch(conn, request.user.user_id, batch_id)
+            # Whoever sent a batch has a data key: it is made with their first write.
+            key = await data_keys.load(conn, master_keys, request.user.user_id)
+            stored = await queries.find_batch(conn, key, batch_id) if key else None
         if stored is None:
             raise ProblemError(404, "not-found", "No batch with this id was received from you.")
         return BatchReceipt(batch_id=batch_id, results=stored.results)

@@ -10,35 +10,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.account import Export, ExportedNotification, ExportedRecord
 from schemas.sync import HistoryVersion
+from service.db import keys as data_keys
 from service.db.devices import device_of
-from service.db.sync import change_of
+from service.db.sync import CHANGE_COLUMNS, VERSION_COLUMNS, change_of, history_entry
+from service.envelope import MasterKeys
 
 
-async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
+async def export(conn: AsyncConnection, master_keys: MasterKeys, user_id: UUID) -> Export | None:
     """Every record with its whole history, devices and notifications: a few statements, not one per record."""
     person = (await conn.exec_driver_sql("SELECT email, created_at FROM users WHERE id = $1", (user_id,))).first()
     if person is None:
         return None
+    key = await data_keys.load(conn, master_keys, user_id)
     history: dict[UUID, list[HistoryVersion]] = defaultdict(list)
     for row in await conn.exec_driver_sql(
-        "SELECT record_id, version, deleted, data, changed_at, device_id FROM record_versions "
-        "WHERE user_id = $1 ORDER BY record_id, version DESC",
+        f"SELECT {VERSION_COLUMNS} FROM record_versions v WHERE v.user_id = $1 ORDER BY v.record_id, v.version DESC",  # noqa: S608
         (user_id,),
     ):
+        entry = history_entry(row, key)
         history[row.record_id].append(
             HistoryVersion(
-                version=row.version,
-                deleted=row.deleted,
-                data=row.data,
-                changed_at=row.changed_at,
-                device_id=row.device_id,
+                version=entry.version,
+                deleted=entry.deleted,
+                data=entry.data,
+                changed_at=entry.changed_at,
+                device_id=entry.device_id,
             )
         )
     records = [
-        ExportedRecord(record=change_of(row), history=history.get(row.id, []))
+        ExportedRecord(record=change_of(row, key), history=history.get(row.id, []))
         for row in await conn.exec_driver_sql(
-            "SELECT id, kind, version, deleted, data, changed_at, updated_at FROM records "
-            "WHERE user_id = $1 ORDER BY kind, changed_at",
+            f"SELECT {CHANGE_COLUMNS} FROM records WHERE user_id = $1 ORDER BY kind, changed_at",  # noqa: S608
             (user_id,),
         )
     ]
@@ -71,5 +73,8 @@ async def export(conn: AsyncConnection, user_id: UUID) -> Export | None:
 
 
 async def erase(conn: AsyncConnection, user_id: UUID) -> None:
-    """Delete the person; every table that holds their data cascades from `users`."""
+    """Delete the person; every table that holds their data cascades from `users`.
+
+    Destroy their data key (keys.destroy) in an earlier transaction, so their text is unreadable first.
+    """
     await conn.exec_driver_sql("DELETE FROM users WHERE id = $1", (user_id,))

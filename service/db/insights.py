@@ -142,8 +142,9 @@ async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> d
             device_id=SERVER_DEVICE,
         )
         numbered.append((user_id, seqs[user_id], record))
-    await records.append_versions(conn, [(user_id, _version(record)) for user_id, _, record in numbered])
-    await records.save_records(conn, numbered)
+    # An insight holds no private field (its words are the server's), so it needs no data key.
+    await records.append_versions(conn, [(user_id, _version(record)) for user_id, _, record in numbered], {})
+    await records.save_records(conn, numbered, {})
     return {user_id: record.version for user_id, _, record in numbered}
 
 

@@ -15,24 +15,28 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.envelope import MasterKeys
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None, master_keys: MasterKeys | None = None) -> Config:
+    """`master_keys` lets a migration encrypt or decrypt stored text; without them one that must fails."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    config.attributes["master_keys"] = master_keys
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(engine: AsyncEngine, revision: str = "head", *, master_keys: MasterKeys | None = None) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync, master_keys), revision))
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
+async def downgrade(engine: AsyncEngine, revision: str, *, master_keys: MasterKeys | None = None) -> None:
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+        await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync, master_keys), revision))
 
 
 async def check(engine: AsyncEngine) -> None:

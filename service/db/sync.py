@@ -2,12 +2,13 @@
 
 They run through the asyncpg driver (`exec_driver_sql`) so whole batches go
 in as arrays (`unnest`) with asyncpg's own codecs, inside the caller's
-SQLAlchemy transaction.
+SQLAlchemy transaction. What people wrote is sealed here on the way in and
+opened on the way out (service/envelope.py), so the rules above see whole records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -16,12 +17,15 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.sync import Change, MutationResult
+from service.envelope import DataKey, reveal, seal_for
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
 _results_encoder = msgspec.msgpack.Encoder()
 _results_decoder = msgspec.msgpack.Decoder(list[MutationResult])
 _json = msgspec.json.Encoder()
+# What a sealed batch answer is bound to, beside its owner and batch id.
+_BATCH = b"batch"
 
 
 class StoredBatch(msgspec.Struct, frozen=True):
@@ -50,30 +54,33 @@ async def set_last_seq(conn: AsyncConnection, user_id: UUID, last_seq: int) -> N
     await conn.exec_driver_sql("UPDATE sync_state SET last_seq = $2 WHERE user_id = $1", (user_id, last_seq))
 
 
-async def find_batch(conn: AsyncConnection, user_id: UUID, batch_id: UUID) -> StoredBatch | None:
+async def find_batch(conn: AsyncConnection, key: DataKey, batch_id: UUID) -> StoredBatch | None:
     row = (
         await conn.exec_driver_sql(
-            "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", (user_id, batch_id)
+            "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", (key.owner, batch_id)
         )
     ).first()
-    return StoredBatch(bytes(row.request_hash), _results_decoder.decode(row.results)) if row else None
+    if row is None:
+        return None
+    return StoredBatch(bytes(row.request_hash), _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row.results)))
 
 
 async def store_batch(
-    conn: AsyncConnection, user_id: UUID, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
+    conn: AsyncConnection, key: DataKey, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
 ) -> None:
-    """Keep a batch's answer (as msgpack) so a retry gets the same one."""
+    """Keep a batch's answer so a retry gets the same one: msgpack, sealed, since it repeats records and conflicts."""
+    sealed = key.seal_bytes(_BATCH, batch_id, _results_encoder.encode(results))
     await conn.exec_driver_sql(
         "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, $5)",
-        (user_id, batch_id, request_hash, _results_encoder.encode(results), len(results)),
+        (key.owner, batch_id, request_hash, sealed, len(results)),
     )
 
 
-async def load_records(conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID]) -> dict[UUID, Record]:
+async def load_records(conn: AsyncConnection, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
     result = await conn.exec_driver_sql(
-        "SELECT id, kind, version, deleted, data, stamps::text AS stamps, changed_at, device_id "
+        "SELECT id, kind, version, deleted, data, sealed, stamps::text AS stamps, changed_at, device_id "
         "FROM records WHERE user_id = $1 AND id = ANY($2::uuid[])",
-        (user_id, list(ids)),
+        (key.owner, list(ids)),
     )
     return {
         row.id: Record(
@@ -81,7 +88,7 @@ async def load_records(conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID]
             kind=row.kind,
             version=row.version,
             deleted=row.deleted,
-            data=row.data,
+            data=reveal(key, row.id, row.data, row.sealed),
             stamps=_stamps.decode(row.stamps),
             changed_at=row.changed_at,
             device_id=row.device_id,
@@ -91,23 +98,35 @@ async def load_records(conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID]
 
 
 async def load_history(
-    conn: AsyncConnection, user_id: UUID, since: dict[UUID, int]
+    conn: AsyncConnection, key: DataKey, since: dict[UUID, int]
 ) -> dict[UUID, dict[int, HistoryEntry]]:
     """The versions of each record from the given version on."""
     history: dict[UUID, dict[int, HistoryEntry]] = {}
     if not since:
         return history
     result = await conn.exec_driver_sql(
-        "SELECT v.record_id, v.version, v.deleted, v.data, v.changed_at, v.device_id "
+        f"SELECT {VERSION_COLUMNS} "  # noqa: S608
         "FROM record_versions v JOIN unnest($2::uuid[], $3::int[]) AS q(id, since) "
         "ON v.record_id = q.id AND v.version >= q.since WHERE v.user_id = $1",
-        (user_id, list(since), list(since.values())),
+        (key.owner, list(since), list(since.values())),
     )
     for row in result:
-        history.setdefault(row.record_id, {})[row.version] = HistoryEntry(
-            version=row.version, deleted=row.deleted, data=row.data, changed_at=row.changed_at, device_id=row.device_id
-        )
+        history.setdefault(row.record_id, {})[row.version] = history_entry(row, key)
     return history
+
+
+# A version as history_entry reads it.
+VERSION_COLUMNS = "v.record_id, v.version, v.deleted, v.data, v.sealed, v.changed_at, v.device_id"
+
+
+def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
+    return HistoryEntry(
+        version=row.version,
+        deleted=row.deleted,
+        data=reveal(key, row.record_id, row.data, row.sealed),
+        changed_at=row.changed_at,
+        device_id=row.device_id,
+    )
 
 
 async def applied_fingerprints(
@@ -122,22 +141,29 @@ async def applied_fingerprints(
     return {bytes(row.fingerprint): row.version for row in result}
 
 
-async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]]) -> None:
-    """Append versions, each with its owner: one statement for one person's batch or many people's."""
+async def append_versions(
+    conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], keys: Mapping[UUID, DataKey]
+) -> None:
+    """Append versions, each with its owner: one statement for one person's batch or many people's.
+
+    `keys` holds the data key of each owner whose versions carry private fields.
+    """
     if not owned:
         return
+    stored = [seal_for(keys, owner, v.record_id, v.data) for owner, v in owned]
     await conn.exec_driver_sql(
         "INSERT INTO record_versions "
-        "(user_id, record_id, version, kind, deleted, data, changed_at, device_id, fingerprint) "
+        "(user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint) "
         "SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], "
-        "$7::timestamptz[], $8::uuid[], $9::bytea[])",
+        "$7::bytea[], $8::timestamptz[], $9::uuid[], $10::bytea[])",
         (
             [owner for owner, _ in owned],
             [v.record_id for _, v in owned],
             [v.version for _, v in owned],
             [v.kind for _, v in owned],
             [v.deleted for _, v in owned],
-            [_json.encode(v.data).decode() for _, v in owned],
+            [_json.encode(plain).decode() for plain, _ in stored],
+            [sealed for _, sealed in stored],
             [v.changed_at for _, v in owned],
             [v.device_id for _, v in owned],
             [v.fingerprint for _, v in owned],
@@ -145,15 +171,18 @@ async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Wri
     )
 
 
-async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int, Record]]) -> datetime:
+async def save_records(
+    conn: AsyncConnection, numbered: Sequence[tuple[UUID, int, Record]], keys: Mapping[UUID, DataKey]
+) -> datetime:
     """Write new current states as (owner, change number, record); answers the write time."""
+    stored = [seal_for(keys, owner, r.id, r.data) for owner, _, r in numbered]
     result = await conn.exec_driver_sql(
-        "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq, "
+        "INSERT INTO records (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, "
         "updated_at) "
         "SELECT *, now() FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bool[], $6::jsonb[], "
-        "$7::jsonb[], $8::timestamptz[], $9::uuid[], $10::bigint[]) "
+        "$7::bytea[], $8::jsonb[], $9::timestamptz[], $10::uuid[], $11::bigint[]) "
         "ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version, "
-        "deleted = excluded.deleted, data = excluded.data, stamps = excluded.stamps, "
+        "deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps, "
         "changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq, "
         "updated_at = excluded.updated_at RETURNING updated_at",
         (
@@ -162,7 +191,8 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
             [r.kind for _, _, r in numbered],
             [r.version for _, _, r in numbered],
             [r.deleted for _, _, r in numbered],
-            [_json.encode(r.data).decode() for _, _, r in numbered],
+            [_json.encode(plain).decode() for plain, _ in stored],
+            [sealed for _, sealed in stored],
             [_json.encode(r.stamps).decode() for _, _, r in numbered],
             [r.changed_at for _, _, r in numbered],
             [r.device_id for _, _, r in numbered],
@@ -183,14 +213,16 @@ async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, 
     return {row.user_id: row.last_seq for row in rows}
 
 
-async def pull(conn: AsyncConnection, user_id: UUID, after: int, up_to: int | None, limit: int) -> list[Numbered]:
+async def pull(
+    conn: AsyncConnection, user_id: UUID, key: DataKey | None, after: int, up_to: int | None, limit: int
+) -> list[Numbered]:
     """Records changed after `after` (and not after `up_to`), oldest change first."""
     result = await conn.exec_driver_sql(
-        "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
+        f"SELECT {CHANGE_COLUMNS}, seq FROM records "  # noqa: S608
         "WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4",
         (user_id, after, up_to, limit),
     )
-    return [_numbered(row) for row in result]
+    return [Numbered(seq=row.seq, change=change_of(row, key)) for row in result]
 
 
 async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID, seq: int) -> None:
@@ -201,29 +233,27 @@ async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID,
     )
 
 
-async def get_record(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> Change | None:
+async def get_record(
+    conn: AsyncConnection, user_id: UUID, key: DataKey | None, kind: str, record_id: UUID
+) -> Change | None:
     row = (
         await conn.exec_driver_sql(
-            "SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records "
-            "WHERE user_id = $1 AND id = $2 AND kind = $3",
+            f"SELECT {CHANGE_COLUMNS} FROM records WHERE user_id = $1 AND id = $2 AND kind = $3",  # noqa: S608
             (user_id, record_id, kind),
         )
     ).first()
-    return _numbered(row).change if row else None
+    return change_of(row, key) if row else None
 
 
-async def record_history(conn: AsyncConnection, user_id: UUID, kind: str, record_id: UUID) -> list[HistoryEntry]:
+async def record_history(
+    conn: AsyncConnection, user_id: UUID, key: DataKey | None, kind: str, record_id: UUID
+) -> list[HistoryEntry]:
     result = await conn.exec_driver_sql(
-        "SELECT version, deleted, data, changed_at, device_id FROM record_versions "
-        "WHERE user_id = $1 AND record_id = $2 AND kind = $3 ORDER BY version DESC",
+        f"SELECT {VERSION_COLUMNS} FROM record_versions v "  # noqa: S608
+        "WHERE v.user_id = $1 AND v.record_id = $2 AND v.kind = $3 ORDER BY v.version DESC",
         (user_id, record_id, kind),
     )
-    return [
-        HistoryEntry(
-            version=row.version, deleted=row.deleted, data=row.data, changed_at=row.changed_at, device_id=row.device_id
-        )
-        for row in result
-    ]
+    return [history_entry(row, key) for row in result]
 
 
 async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[UUID, str, int]]:
@@ -234,18 +264,18 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
     return [(row.id, row.kind, row.version) for row in result]
 
 
-def _numbered(row: Any) -> Numbered:
-    return Numbered(seq=row.seq, change=change_of(row))
+# A records row as change_of reads it.
+CHANGE_COLUMNS = "id, kind, version, deleted, data, sealed, changed_at, updated_at"
 
 
-def change_of(row: Any) -> Change:
+def change_of(row: Any, key: DataKey | None) -> Change:
     """A records row as the app receives it: a deleted record carries no data."""
     return Change(
         id=row.id,
         kind=row.kind,
         version=row.version,
         deleted=row.deleted,
-        data={} if row.deleted else row.data,
+        data={} if row.deleted else reveal(key, row.id, row.data, row.sealed),
         changed_at=row.changed_at,
         updated_at=row.updated_at,
     )

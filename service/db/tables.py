@@ -112,6 +112,18 @@ sync_state = Table(
     Column("last_seq", BigInteger, nullable=False, server_default="0"),
 )
 
+# Each person's data key, wrapped under the master key named by master_key_id.
+# Deleting the row is what makes their sealed text unreadable everywhere.
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("user_id", Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("master_key_id", Text, nullable=False),
+    Column("wrapped", LargeBinary, nullable=False),
+    _created_at(),
+    Column("rewrapped_at", DateTime(timezone=True), nullable=True),
+)
+
 # The current state of each record, numbered by the change that last touched it.
 records = Table(
     "records",
@@ -121,7 +133,9 @@ records = Table(
     Column("kind", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("deleted", Boolean, nullable=False),
+    # The plain fields; the private ones are in `sealed` (service/envelope.py).
     Column("data", JSONB, nullable=False),
+    Column("sealed", LargeBinary, nullable=True),
     # {field: [changed_at, device_id]}: who last set each field, and when.
     Column("stamps", JSONB, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False),
@@ -142,6 +156,7 @@ record_versions = Table(
     Column("kind", Text, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("data", JSONB, nullable=False),
+    Column("sealed", LargeBinary, nullable=True),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("device_id", Uuid, nullable=True),
     # Digest of the mutation that produced this version: recognises re-sends.
@@ -157,7 +172,7 @@ sync_batches = Table(
     _owner(),
     Column("batch_id", Uuid, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),
-    Column("results", LargeBinary, nullable=False),  # msgpack of the results
+    Column("results", LargeBinary, nullable=False),  # msgpack of the results, sealed under the data key
     Column("mutations", Integer, nullable=False),
     _created_at(),
     PrimaryKeyConstraint("user_id", "batch_id"),

@@ -22,6 +22,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "REDIS_URL": settings.redis_url,
         "SECRET_KEY": settings.secret_key,
+        "MASTER_KEYS": settings.master_keys,
         "KINDSYNC_ENV": "test",
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "1024",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from service.envelope import MasterKeys
 from service.settings import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, Settings, SettingsError
 
 
@@ -45,8 +46,45 @@ def test_production_needs_a_real_secret(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="at least 32"):
         Settings.from_env({"KINDSYNC_ENV": "production", "SECRET_KEY": "short"}, secret_file=tmp_path / "s")
     assert not (tmp_path / "secret").exists(), "production never writes a development secret"
-    ok = Settings.from_env({"KINDSYNC_ENV": "production", "SECRET_KEY": "s" * 32}, secret_file=tmp_path / "s")
+    production = {"KINDSYNC_ENV": "production", "SECRET_KEY": "s" * 32}
+    with pytest.raises(SettingsError, match="MASTER_KEYS must be set"):
+        Settings.from_env(production, secret_file=tmp_path / "s")
+    assert not (tmp_path / "master_keys").exists(), "production never writes a development master key"
+    ok = Settings.from_env({**production, "MASTER_KEYS": MasterKeys.generate("k1")}, secret_file=tmp_path / "s")
     assert ok.is_production
+
+
+def test_a_development_master_key_is_generated_once_and_kept(tmp_path: Path) -> None:
+    secret_file = tmp_path / ".kindsync" / "secret_key"
+    first = Settings.from_env({}, secret_file=secret_file).master_keys
+    assert Settings.from_env({}, secret_file=secret_file).master_keys == first
+    assert MasterKeys.parse(first).current_id == "dev-1"
+    kept = secret_file.parent / "master_keys"
+    assert kept.stat().st_mode & 0o077 == 0, "only the owner may read the master key"
+
+
+def test_an_unreadable_master_key_file_is_an_error_never_replaced(tmp_path: Path) -> None:
+    """A new key would not open the data keys wrapped under the old one: stop instead."""
+    kept = tmp_path / "master_keys"
+    kept.write_text("not a key\n")
+    with pytest.raises(SettingsError, match="MASTER_KEYS: each master key is written id:base64key"):
+        Settings.from_env({}, secret_file=tmp_path / "secret")
+    assert kept.read_text() == "not a key\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("k1:" + "A" * 10, "must be 32 bytes"),
+        ("k1:%%%", "is not base64"),
+        ("bad id!:" + MasterKeys.generate("x").split(":")[1], "letters, digits"),
+        (MasterKeys.generate("same") + "," + MasterKeys.generate("same"), "ids must differ"),
+        (",", "at least one master key"),
+    ],
+)
+def test_bad_master_keys_are_named(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env({"MASTER_KEYS": value}, secret_file=tmp_path / "secret")
 
 
 @pytest.mark.parametrize(
