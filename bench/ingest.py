@@ -173,9 +173,9 @@ async def main() -> None:
     url = make_url(base).set(database=f"kindsync_bench_{os.getpid()}")
     database_url = url.render_as_string(hide_password=False)
     await ensure_database(database_url)
+    master_keys = MasterKeys.generate("bench")
     engine = create_engine(
-        Settings(secret_key="bench" * 10, master_keys=MasterKeys.generate("bench"), database_url=database_url),
-        pool_size=1,
+        Settings(secret_key="bench" * 10, master_keys=master_keys, database_url=database_url), pool_size=1
     )
     await migrate.upgrade(engine)
     await engine.dispose()
@@ -185,6 +185,7 @@ async def main() -> None:
         "PORT": str(args.port),
         "LOG_LEVEL": "WARNING",
         "SECRET_KEY": "bench-secret-" + "b" * 40,
+        "MASTER_KEYS": master_keys,
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "1024",
     }

@@ -35,7 +35,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 # The first byte of every blob names its format, so a later one can be told apart.
 FORMAT = b"\x01"
-KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _pack = msgspec.msgpack.Encoder()
 _unpack = msgspec.msgpack.Decoder(dict[str, Any])
@@ -59,8 +59,7 @@ class MasterKeys:
         if not keys:
             raise EnvelopeError("at least one master key is needed")
         for key_id, key in keys:
-            if not KEY_ID_PATTERN.match(key_id):
-                raise EnvelopeError(f"master key id {key_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+            _check_id(key_id)
             if len(key) != KEY_BYTES:
                 raise EnvelopeError(f"master key {key_id!r} must be {KEY_BYTES} bytes; got {len(key)}")
         ids = [key_id for key_id, _ in keys]
@@ -77,12 +76,14 @@ class MasterKeys:
             key_id, sep, encoded = entry.partition(":")
             if not sep:
                 raise EnvelopeError("each master key is written id:base64key")
+            key_id = key_id.strip()
+            _check_id(key_id)  # before the id is named in any message below
             try:
                 standard = encoded.strip().replace("-", "+").replace("_", "/").rstrip("=")
                 key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
             except (binascii.Error, ValueError):
                 raise EnvelopeError(f"master key {key_id!r} is not base64") from None
-            keys.append((key_id.strip(), key))
+            keys.append((key_id, key))
         return cls(keys)
 
     @staticmethod
@@ -177,6 +178,12 @@ def reveal(key: DataKey | None, record_id: UUID, plain: dict[str, Any], sealed: 
     if key is None:
         raise EnvelopeError("a sealed record has no data key: its owner's key was destroyed")
     return key.open(record_id, plain, sealed)
+
+
+def _check_id(key_id: str) -> None:
+    # The id is not repeated: an entry written the wrong way round would put the key in the message.
+    if not KEY_ID_PATTERN.fullmatch(key_id):
+        raise EnvelopeError("a master key id must be 1-64 letters, digits, '.', '_' or '-' (the part before ':')")
 
 
 def _aad(purpose: bytes, owner: UUID, row_id: UUID | None = None) -> bytes:

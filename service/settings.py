@@ -174,27 +174,34 @@ class _Reader:
 
 def _development_secret(path: Path) -> str:
     """Keep one generated secret per checkout so tokens survive restarts."""
-    return _kept(path, lambda text: len(text) >= MIN_SECRET_LENGTH, lambda: secrets.token_urlsafe(48))
+    if path.exists() and len(path.read_text().strip()) < MIN_SECRET_LENGTH:
+        path.unlink()  # too short to sign with; only tokens signed with it are lost
+    return _kept(path, lambda: secrets.token_urlsafe(48))
 
 
 def _development_master_key(path: Path) -> str:
     """Keep one generated master key per checkout: without it, what was written cannot be read again.
 
-    An unreadable file is an error, never replaced: a new key would not open the old data keys.
+    An unreadable file is an error (from_env says so), never replaced: a new key would not open the old data keys.
     """
-    if path.exists():
-        return path.read_text().strip()
-    return _kept(path, lambda _: False, lambda: MasterKeys.generate("dev-1"))
+    return _kept(path, lambda: MasterKeys.generate("dev-1"))
 
 
-def _kept(path: Path, usable: Callable[[str], bool], generate: Callable[[], str]) -> str:
-    """A value generated once into a file only the owner may read, and read back after."""
-    if path.exists():
-        existing = path.read_text().strip()
-        if usable(existing):
-            return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = generate()
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_text(value + "\n")
-    return value
+def _kept(path: Path, generate: Callable[[], str]) -> str:
+    """A value generated once into a file only the owner may read.
+
+    The file appears whole or not at all (a hard link of a finished file), and the first one
+    made wins: the API and a worker starting at the same moment end up with the same value.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        draft.touch(mode=0o600)
+        try:
+            draft.write_text(generate() + "\n")
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()

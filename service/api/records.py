@@ -63,9 +63,4 @@ class RecordController(Controller):
             versions = await queries.record_history(conn, user_id, key, kind, record_id)
         if not versions:
             raise _not_found()
-        return [
-            HistoryVersion(
-                version=v.version, deleted=v.deleted, data=v.data, changed_at=v.changed_at, device_id=v.device_id
-            )
-            for v in versions
-        ]
+        return versions

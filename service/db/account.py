@@ -12,7 +12,7 @@ from schemas.account import Export, ExportedNotification, ExportedRecord
 from schemas.sync import HistoryVersion
 from service.db import keys as data_keys
 from service.db.devices import device_of
-from service.db.sync import CHANGE_COLUMNS, VERSION_COLUMNS, change_of, history_entry
+from service.db.sync import CHANGE_COLUMNS, VERSION_COLUMNS, change_of, history_version
 from service.envelope import MasterKeys
 
 
@@ -27,16 +27,7 @@ async def export(conn: AsyncConnection, master_keys: MasterKeys, user_id: UUID) 
         f"SELECT {VERSION_COLUMNS} FROM record_versions v WHERE v.user_id = $1 ORDER BY v.record_id, v.version DESC",  # noqa: S608
         (user_id,),
     ):
-        entry = history_entry(row, key)
-        history[row.record_id].append(
-            HistoryVersion(
-                version=entry.version,
-                deleted=entry.deleted,
-                data=entry.data,
-                changed_at=entry.changed_at,
-                device_id=entry.device_id,
-            )
-        )
+        history[row.record_id].append(history_version(row, key))
     records = [
         ExportedRecord(record=change_of(row, key), history=history.get(row.id, []))
         for row in await conn.exec_driver_sql(

@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from schemas.sync import Change, MutationResult
+from schemas.sync import Change, HistoryVersion, MutationResult
 from service.envelope import DataKey, reveal, seal_for
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
@@ -117,6 +117,11 @@ async def load_history(
 
 # A version as history_entry reads it.
 VERSION_COLUMNS = "v.record_id, v.version, v.deleted, v.data, v.sealed, v.changed_at, v.device_id"
+
+
+def history_version(row: Any, key: DataKey | None) -> HistoryVersion:
+    """A version as the app receives it."""
+    return HistoryVersion(**msgspec.structs.asdict(history_entry(row, key)))
 
 
 def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
@@ -247,13 +252,13 @@ async def get_record(
 
 async def record_history(
     conn: AsyncConnection, user_id: UUID, key: DataKey | None, kind: str, record_id: UUID
-) -> list[HistoryEntry]:
+) -> list[HistoryVersion]:
     result = await conn.exec_driver_sql(
         f"SELECT {VERSION_COLUMNS} FROM record_versions v "  # noqa: S608
         "WHERE v.user_id = $1 AND v.record_id = $2 AND v.kind = $3 ORDER BY v.version DESC",
         (user_id, record_id, kind),
     )
-    return [history_entry(row, key) for row in result]
+    return [history_version(row, key) for row in result]
 
 
 async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[UUID, str, int]]:

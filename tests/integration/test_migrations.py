@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import msgspec
+import pytest
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from schemas.sync import Change, MutationResult
+from service.app import create_app
 from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
+from service.envelope import MasterKeys
 from service.settings import Settings
+from tests.integration.conftest import bearer, serve, signup
+from tests.integration.test_encryption import pg_dump
 
 
 async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
@@ -18,17 +28,93 @@ async def test_models_and_migrations_agree(engine: AsyncEngine) -> None:
     assert await migrate.current_revision(engine) == migrate.head_revision()
 
 
-async def test_migrations_go_down_and_up_again(settings: Settings) -> None:
+@asynccontextmanager
+async def scratch_database(settings: Settings) -> AsyncIterator[tuple[Settings, AsyncEngine]]:
     url = make_url(settings.database_url).set(database=f"kindsync_test_mig_{uuid.uuid4().hex[:8]}")
     scratch = msgspec.structs.replace(settings, database_url=url.render_as_string(hide_password=False))
     await ensure_database(scratch.database_url)
     engine = create_engine(scratch, pool_size=1)
     try:
+        yield scratch, engine
+    finally:
+        await engine.dispose()
+        await drop_database(scratch.database_url)
+
+
+async def test_migrations_go_down_and_up_again(settings: Settings) -> None:
+    async with scratch_database(settings) as (_, engine):
         await migrate.upgrade(engine)
         await migrate.downgrade(engine, "base")
         assert await migrate.current_revision(engine) is None
         await migrate.upgrade(engine)
         assert await migrate.current_revision(engine) == migrate.head_revision()
-    finally:
-        await engine.dispose()
-        await drop_database(scratch.database_url)
+
+
+async def test_the_encryption_migration_seals_text_stored_before_it(settings: Settings) -> None:
+    """Rows written in plain text by an earlier release are sealed, and read back the same."""
+    secret, tag = f"before{uuid.uuid4().hex[:12]}", f"tagplain{uuid.uuid4().hex[:8]}"
+    keys = MasterKeys.parse(settings.master_keys)
+    async with scratch_database(settings) as (scratch, engine):
+        await migrate.upgrade(engine, "0004")
+        async with serve(create_app(scratch)) as client:
+            # Accounts are the same before and after: sign up as the earlier release did.
+            tokens = await signup(client, email="early@example.org")
+            user_id, entry, batch_id = uuid.UUID(tokens["user_id"]), uuid.uuid4(), uuid.uuid4()
+            now = datetime.now(UTC)
+            data = {"occurred_at": now.isoformat(), "body": f"First {secret} words", "tags": [tag]}
+            answer = MutationResult(
+                id=entry,
+                status="applied",
+                version=1,
+                record=Change(
+                    id=entry, kind="journal_entry", version=1, deleted=False, data=data, changed_at=now, updated_at=now
+                ),
+            )
+            async with engine.begin() as conn:
+                await _write_as_release_0004(conn, user_id, entry, batch_id, data, answer, now)
+
+            with pytest.raises(RuntimeError, match="kindsync migrate"):
+                await migrate.upgrade(engine)
+            assert await migrate.current_revision(engine) == "0004", "nothing half done"
+
+            await migrate.upgrade(engine, master_keys=keys)
+            dump = pg_dump(scratch.database_url)
+            assert tag.encode() in dump
+            assert secret.encode() not in dump
+            current = await client.get(f"/v1/records/journal_entry/{entry}", headers=bearer(tokens))
+            assert current.json()["data"] == data
+            history = await client.get(f"/v1/records/journal_entry/{entry}/history", headers=bearer(tokens))
+            assert [version["data"] for version in history.json()] == [data]
+            receipt = await client.get(f"/v1/sync/batches/{batch_id}", headers=bearer(tokens))
+            assert receipt.json()["results"][0]["record"]["data"] == data
+
+        await migrate.downgrade(engine, "0004", master_keys=keys)
+        async with engine.connect() as conn:
+            stored = await conn.exec_driver_sql("SELECT data::text AS data FROM records WHERE id = $1", (entry,))
+            assert json.loads(stored.scalar_one()) == data
+
+
+async def _write_as_release_0004(
+    conn: AsyncConnection,
+    user_id: uuid.UUID,
+    entry: uuid.UUID,
+    batch_id: uuid.UUID,
+    data: Mapping[str, object],
+    answer: MutationResult,
+    now: datetime,
+) -> None:
+    text = json.dumps(data)
+    await conn.exec_driver_sql(
+        "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq) "
+        "VALUES ($1, $2, 'journal_entry', 1, false, $3::jsonb, '{}'::jsonb, $4, NULL, 1)",
+        (user_id, entry, text, now),
+    )
+    await conn.exec_driver_sql(
+        "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, changed_at) "
+        "VALUES ($1, $2, 1, 'journal_entry', false, $3::jsonb, $4)",
+        (user_id, entry, text, now),
+    )
+    await conn.exec_driver_sql(
+        "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, 1)",
+        (user_id, batch_id, b"hash", msgspec.msgpack.encode([answer])),
+    )
