@@ -98,7 +98,7 @@ def _run_worker(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> None:
-    from service.db import migrate
+    from service.db import keys, migrate
     from service.db.engine import create_engine, ensure_database
     from service.logs import configure_logging
 
@@ -107,8 +107,19 @@ async def _migrate(settings: Settings) -> None:
         log.info("database_created")
     engine = create_engine(settings, pool_size=1)
     try:
-        await migrate.upgrade(engine, master_keys=MasterKeys.parse(settings.master_keys))
+        master = MasterKeys.parse(settings.master_keys)
+        await migrate.upgrade(engine, master_keys=master)
         log.info("migrated", revision=await migrate.current_revision(engine))
+        async with engine.connect() as conn:
+            missing = await keys.unheld(conn, master)
+        if missing:
+            # Not fatal: everyone else is served; these people get errors until the key is back.
+            log.warning(
+                "master_keys_missing",
+                detail="data keys are wrapped under master keys MASTER_KEYS does not hold; "
+                "their people's text cannot be read until those keys are added back",
+                people_by_master_key_id=missing,
+            )
     finally:
         await engine.dispose()
 

@@ -184,7 +184,8 @@ def _development_master_key(path: Path) -> str:
 
     An unreadable file is an error (from_env says so), never replaced: a new key would not open the old data keys.
     """
-    return _kept(path, lambda: MasterKeys.generate("dev-1"))
+    # A random id: a database shared with another checkout then names the key it lacks.
+    return _kept(path, lambda: MasterKeys.generate(f"dev-{secrets.token_hex(4)}"))
 
 
 def _kept(path: Path, generate: Callable[[], str]) -> str:

@@ -35,6 +35,16 @@ async def load_or_create(conn: AsyncConnection, master: MasterKeys, user_id: UUI
     return made_meanwhile
 
 
+async def unheld(conn: AsyncConnection, master: MasterKeys) -> dict[str, int]:
+    """People per master key id that wraps data keys but is not in MASTER_KEYS: their text cannot be read."""
+    rows = await conn.exec_driver_sql(
+        "SELECT master_key_id, count(*) AS people FROM data_keys WHERE master_key_id <> ALL($1::text[]) "
+        "GROUP BY master_key_id",
+        (master.ids,),
+    )
+    return {row.master_key_id: row.people for row in rows}
+
+
 async def destroy(conn: AsyncConnection, user_id: UUID) -> None:
     await conn.exec_driver_sql("DELETE FROM data_keys WHERE user_id = $1", (user_id,))
 

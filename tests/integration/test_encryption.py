@@ -292,3 +292,19 @@ async def test_erase_destroys_the_data_key_before_anything_else(
         for key in remaining:
             with pytest.raises(EnvelopeError):
                 key.open(record_id, {}, sealed)
+
+
+async def test_migrate_warns_when_master_keys_lack_one_that_wraps_data_keys(client: Client, settings: Settings) -> None:
+    """An operator who dropped a master key too early hears of it at deploy time, by key id."""
+    tokens = await signup(client, email="wrapped-under-test-1@example.org")
+    await Phone(client, tokens).sync(upsert(new_id(), "journal_entry", journal(body=words("kept"))))
+    migrate = start(["migrate"], environment(settings, MASTER_KEYS=MasterKeys.generate("test-9")))
+    output, _ = migrate.communicate(timeout=60)
+    assert migrate.returncode == 0, output.decode()
+    warning = next(line for line in output.decode().splitlines() if "master_keys_missing" in line)
+    assert '"test-1": 1' in warning or '"test-1":1' in warning
+    assert settings.master_keys.split(":")[1] not in output.decode()
+
+    fine = start(["migrate"], environment(settings))
+    output, _ = fine.communicate(timeout=60)
+    assert b"master_keys_missing" not in output

@@ -58,7 +58,7 @@ def test_a_development_master_key_is_generated_once_and_kept(tmp_path: Path) -> 
     secret_file = tmp_path / ".kindsync" / "secret_key"
     first = Settings.from_env({}, secret_file=secret_file).master_keys
     assert Settings.from_env({}, secret_file=secret_file).master_keys == first
-    assert MasterKeys.parse(first).current_id == "dev-1"
+    assert MasterKeys.parse(first).current_id.startswith("dev-")
     kept = secret_file.parent / "master_keys"
     assert kept.stat().st_mode & 0o077 == 0, "only the owner may read the master key"
 
