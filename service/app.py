@@ -19,6 +19,7 @@ from service.api.admin import AdminController
 from service.api.auth import AuthController
 from service.api.devices import DeviceController
 from service.api.health import healthz, readyz
+from service.api.metrics import metrics
 from service.api.records import RecordController
 from service.api.sync import SyncController
 from service.auth.passwords import Passwords
@@ -26,8 +27,11 @@ from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
 from service.auth.tokens import jwt_auth, protect_only_v1
 from service.db.engine import create_engine
+from service.db.migrate import head_revision
 from service.envelope import MasterKeys
+from service.health import HealthCheck
 from service.logs import configure_logging
+from service.metrics import ApiMetrics
 from service.problems import EXCEPTION_HANDLERS
 from service.queue import create_redis
 from service.request_context import RequestContext
@@ -41,6 +45,7 @@ def create_app(settings: Settings) -> Litestar:
     redis = create_redis(settings)
     auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)
     master_keys = MasterKeys.parse(settings.master_keys)
+    api_metrics = ApiMetrics()
     passwords = Passwords(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib)
     sessions = Sessions(auth, access_ttl_s=settings.access_token_ttl_s, refresh_ttl_s=settings.refresh_token_ttl_s)
     throttle = LoginThrottle(
@@ -66,6 +71,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             healthz,
             readyz,
+            metrics,
             AuthController,
             DeviceController,
             SyncController,
@@ -82,7 +88,23 @@ def create_app(settings: Settings) -> Litestar:
             "login_throttle": singleton(throttle),
             "master_keys": singleton(master_keys),
             "syncer": singleton(
-                Syncer(tombstone_retention=timedelta(days=settings.tombstone_retention_days), master_keys=master_keys)
+                Syncer(
+                    tombstone_retention=timedelta(days=settings.tombstone_retention_days),
+                    master_keys=master_keys,
+                    on_applied=api_metrics.observe_sync,
+                )
+            ),
+            "api_metrics": singleton(api_metrics),
+            "health_check": singleton(
+                HealthCheck(
+                    engine,
+                    redis,
+                    version=version("kindsync"),
+                    head=head_revision(),
+                    timeout_s=settings.health_check_timeout_s,
+                    backlog_max_age_s=settings.health_backlog_max_age_s,
+                    heartbeat_s=settings.worker_heartbeat_s,
+                )
             ),
         },
         lifespan=[lifespan],
@@ -101,5 +123,5 @@ def create_app(settings: Settings) -> Litestar:
         state=State({"settings": settings}),
     )
     # Outermost, around routing and auth: every answer gets a request id.
-    app.asgi_handler = RequestContext(app.asgi_handler)
+    app.asgi_handler = RequestContext(app.asgi_handler, observe=api_metrics.observe_request)
     return app

@@ -19,13 +19,19 @@ from service.settings import Settings, SettingsError
 log = structlog.get_logger("kindsync.cli")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; deployment files are checked against it (tests/unit/test_infra.py)."""
     parser = argparse.ArgumentParser(prog="kindsync", description="kindsync backend")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve the HTTP API")
     run.add_argument("--host", help="address to bind (default $HOST or 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to bind (default $PORT or 8000)")
-    commands.add_parser("worker", help="run a background worker")
+    worker = commands.add_parser("worker", help="run a background worker")
+    worker.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 when this host's worker refreshed its health check lately, else 1 (a liveness probe)",
+    )
     commands.add_parser("migrate", help="create the database when missing and apply migrations")
     revision = commands.add_parser("revision", help="write a migration from changes to service/db/tables.py")
     revision.add_argument("-m", "--message", required=True)
@@ -35,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     key_commands.add_parser("rotate", help="re-wrap every data key under the first key of MASTER_KEYS")
     new_key = key_commands.add_parser("new", help="print a new master key entry for MASTER_KEYS")
     new_key.add_argument("key_id", help="its id, e.g. the date it was made: 2026-11")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     if args.command == "keys" and args.keys_command == "new":
         # Needs no settings: this is how an operator makes the first one.
@@ -55,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_api(settings, args.host, args.port)
     if args.command == "worker":
-        return _run_worker(settings)
+        return _check_worker(settings) if args.check else _run_worker(settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         return 0
@@ -95,6 +105,15 @@ def _run_worker(settings: Settings) -> int:
 
     create_worker(settings).run()
     return 0
+
+
+def _check_worker(settings: Settings) -> int:
+    from arq.connections import RedisSettings
+    from arq.worker import async_check_health
+
+    from workers.main import health_check_key
+
+    return asyncio.run(async_check_health(RedisSettings.from_dsn(settings.redis_url), health_check_key()))
 
 
 async def _migrate(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 import structlog
 from litestar.datastructures import MutableScopeHeaders
@@ -16,14 +17,17 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("kindsync.request")
+UNMATCHED_ROUTE = "unmatched"
 
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observe: Callable[[str, str, int, float], None] | None = None) -> None:
+        """`observe(route template, method, status, seconds)` is told of each answered request."""
         self._app = app
+        self._observe = observe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -46,10 +50,11 @@ class RequestContext:
             try:
                 await self._app(scope, receive, send_with_id)
             finally:
+                elapsed = time.perf_counter() - started
+                method = scope.get("method", "")
                 log.info(
-                    "request",
-                    method=scope.get("method", ""),
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    "request", method=method, path=scope["path"], status=status, duration_ms=round(elapsed * 1000, 2)
                 )
+                if self._observe is not None:
+                    # The router fills in the template; an unmatched path must not become a label of its own.
+                    self._observe(scope.get("path_template") or UNMATCHED_ROUTE, method, status, elapsed)

@@ -61,6 +61,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Workers
     worker_heartbeat_s: float = 5.0
     worker_shutdown_grace_s: int = 20
+    # Where a worker serves its Prometheus metrics (on HOST); 0 serves none.
+    worker_metrics_port: int = 9101
+    # /admin/health: how long one check may take, and how old a waiting event or job may grow.
+    health_check_timeout_s: float = 1.0
+    health_backlog_max_age_s: float = 300.0
     # Push
     push_provider: PushProvider = "log"
     apns_key_id: str | None = None
@@ -125,6 +130,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             tombstone_retention_days=get.integer("TOMBSTONE_RETENTION_DAYS", 90, low=1),
             worker_heartbeat_s=get.number("WORKER_HEARTBEAT", 5.0, low=0.1),
             worker_shutdown_grace_s=get.integer("WORKER_SHUTDOWN_GRACE", 20, low=0),
+            worker_metrics_port=get.integer("WORKER_METRICS_PORT", 9101, low=0, high=65535),
+            health_check_timeout_s=get.number("HEALTH_CHECK_TIMEOUT", 1.0, low=0.05),
+            health_backlog_max_age_s=get.number("HEALTH_BACKLOG_MAX_AGE", 300.0, low=1.0),
             push_provider=get.choice("PUSH_PROVIDER", ("log", "real"), "log"),  # type: ignore[arg-type]
             apns_key_id=env.get("APNS_KEY_ID") or None,
             apns_team_id=env.get("APNS_TEAM_ID") or None,

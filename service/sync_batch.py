@@ -8,6 +8,7 @@ under the person's lock so a concurrent pull never skips one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -60,9 +61,17 @@ POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finaliz
 
 
 class Syncer:
-    def __init__(self, *, tombstone_retention: timedelta, master_keys: MasterKeys) -> None:
+    def __init__(
+        self,
+        *,
+        tombstone_retention: timedelta,
+        master_keys: MasterKeys,
+        on_applied: Callable[[list[MutationResult]], None] | None = None,
+    ) -> None:
         self._retention = tombstone_retention
         self._master = master_keys
+        # Told of each newly applied batch's results (not of replays): the metrics count them.
+        self._on_applied = on_applied
 
     async def run(self, conn: AsyncConnection, user_id: UUID, request: SyncRequest) -> SyncResponse:
         _check_request(request)
@@ -105,6 +114,8 @@ class Syncer:
             await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
         results = [_wire_result(r, updated_at) for r in core_results]
         await queries.store_batch(conn, key, request.batch_id, request_hash, results)
+        if self._on_applied is not None:
+            self._on_applied(results)
         return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)
 
     def _position(self, cursor: str | None, now: datetime) -> int:

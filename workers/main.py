@@ -17,12 +17,14 @@ import structlog
 from arq import cron
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from schemas import jobs
 from service import heartbeats
 from service.db.engine import create_engine
 from service.logs import configure_logging
+from service.metrics import WorkerMetrics
 from service.outbox import Relay
 from service.push.log import LogProvider
 from service.push.routing import real_providers
@@ -47,12 +49,21 @@ FUNCTIONS: dict[str, WorkerCoroutine] = {
 }
 
 
+def health_check_key() -> str:
+    """arq's health-check key, one per host: a pod's liveness probe asks about its own worker."""
+    return f"kindsync:worker-health:{socket.gethostname()}"
+
+
 def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
     configure_logging(settings.log_level)
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
+    metrics = WorkerMetrics()
+
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["settings"] = settings
+        ctx["metrics"] = metrics
+        ctx["metrics_server"] = _serve_metrics(metrics, settings.host, settings.worker_metrics_port)
         ctx["engine"] = create_engine(settings, pool_size=5)
         if settings.push_provider == "real":
             ctx["push"], ctx["push_clients"] = real_providers(settings)
@@ -73,6 +84,8 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         for client in ctx["push_clients"]:
             await client.aclose()
         await ctx["engine"].dispose()
+        if ctx["metrics_server"] is not None:
+            ctx["metrics_server"].shutdown()
         log.info("worker_stopped", worker_id=worker_id)
 
     return Worker(
@@ -96,12 +109,26 @@ def create_worker(settings: Settings, *, handle_signals: bool = True) -> Worker:
         handle_signals=handle_signals,
         job_completion_wait=settings.worker_shutdown_grace_s,
         health_check_interval=settings.worker_heartbeat_s,
+        health_check_key=health_check_key(),
         job_serializer=encode_job,
         job_deserializer=decode_job,
         keep_result=3600,
         log_results=False,
         max_jobs=20,
     )
+
+
+def _serve_metrics(metrics: WorkerMetrics, host: str, port: int) -> Any:
+    """The metrics endpoint, on a thread of the library's; a port already taken (a second worker on
+    one machine) costs that worker its metrics, never its jobs."""
+    if not port:
+        return None
+    try:
+        server, _ = start_http_server(port, host, registry=metrics.registry)
+    except OSError as error:
+        log.warning("metrics_port_unavailable", port=port, error=type(error).__name__)
+        return None
+    return server
 
 
 async def _keep_beating(redis: Any, worker_id: str, every_s: float) -> None:

@@ -6,15 +6,18 @@ import hmac
 import uuid
 from typing import Any
 
-from litestar import Controller, Request, post
+from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody
 from redis.exceptions import RedisError
 
 from schemas.admin import InsightsRun, JobAccepted
+from schemas.health import AdminHealth
 from schemas.jobs import COMPUTE_INSIGHTS
+from service.health import HealthCheck
 from service.problems import ProblemError, invalid, problem_specs
 from service.queue import ArqRedis
 from service.settings import Settings
@@ -32,6 +35,12 @@ class AdminController(Controller):
     path = "/admin"
     tags = ["operations"]
     guards = [admin_only]
+
+    @get("/health", responses={503: ResponseSpec(AdminHealth, description="degraded or down"), **problem_specs(401)})
+    async def health(self, health_check: NamedDependency[HealthCheck]) -> Response[AdminHealth]:
+        """Every dependency, worker and backlog; 503 when anything an operator must act on fails."""
+        report = await health_check.run()
+        return Response(report, status_code=200 if report.status == "ok" else 503)
 
     @post("/insights/run", status_code=202, responses=problem_specs(400, 401, 422, 503))
     async def run_insights(

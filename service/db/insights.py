@@ -171,6 +171,15 @@ async def _existing(
     return {row.id: (row.version, row.data) for row in rows}
 
 
+async def record_run(conn: AsyncConnection, trigger: str, users: int, at: datetime) -> None:
+    """Remember the latest run of this trigger, for the operator's health check."""
+    await conn.exec_driver_sql(
+        "INSERT INTO insight_runs (trigger, finished_at, users) VALUES ($1, $2, $3) "
+        "ON CONFLICT (trigger) DO UPDATE SET finished_at = excluded.finished_at, users = excluded.users",
+        (trigger, at, users),
+    )
+
+
 async def people_page(conn: AsyncConnection, after: UUID | None, limit: int, only: UUID | None) -> list[Prefs]:
     """People in id order with their preferences."""
     rows = await conn.exec_driver_sql(

@@ -181,20 +181,21 @@ async def switch_off_push(conn: AsyncConnection, dead: Sequence[tuple[UUID, UUID
 async def record_deliveries(
     conn: AsyncConnection, provider: str, outcomes: Sequence[tuple[UUID, str, UUID, PushOutcome]]
 ) -> None:
-    """(user, dedupe key, device, outcome) for each device a push was sent to."""
+    """(user, dedupe key, device, outcome) for each device a push was sent to; `provider` unless a router named one."""
     if not outcomes:
         return
     await conn.exec_driver_sql(
         "INSERT INTO deliveries (user_id, dedupe_key, device_id, status, provider, detail) "
-        "SELECT u, k, d, s, $6, x FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[]) "
-        "AS t(u, k, d, s, x) ON CONFLICT (user_id, dedupe_key, device_id) DO UPDATE SET status = excluded.status, "
-        "detail = excluded.detail, attempts = deliveries.attempts + 1, updated_at = now()",
+        "SELECT u, k, d, s, p, x FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::text[], "
+        "$6::text[]) AS t(u, k, d, s, x, p) ON CONFLICT (user_id, dedupe_key, device_id) DO UPDATE SET "
+        "status = excluded.status, provider = excluded.provider, detail = excluded.detail, "
+        "attempts = deliveries.attempts + 1, updated_at = now()",
         (
             [u for u, _, _, _ in outcomes],
             [k for _, k, _, _ in outcomes],
             [d for _, _, d, _ in outcomes],
             [o.status for _, _, _, o in outcomes],
             [o.detail for _, _, _, o in outcomes],
-            provider,
+            [o.provider or provider for _, _, _, o in outcomes],
         ),
     )

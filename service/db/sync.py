@@ -70,9 +70,12 @@ async def store_batch(
 ) -> None:
     """Keep a batch's answer so a retry gets the same one: msgpack, sealed, since it repeats records and conflicts."""
     sealed = key.seal_bytes(_BATCH, batch_id, _results_encoder.encode(results))
+    merged = sum(r.status == "merged" for r in results)
+    rejected = sum(r.status == "rejected" for r in results)
     await conn.exec_driver_sql(
-        "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, $5)",
-        (key.owner, batch_id, request_hash, sealed, len(results)),
+        "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        (key.owner, batch_id, request_hash, sealed, len(results), merged, rejected),
     )
 
 

@@ -174,6 +174,9 @@ sync_batches = Table(
     Column("request_hash", LargeBinary, nullable=False),
     Column("results", LargeBinary, nullable=False),  # msgpack of the results, sealed under the data key
     Column("mutations", Integer, nullable=False),
+    # How many of them merged or were rejected: the operator's hourly figures (the results are sealed).
+    Column("merged", Integer, nullable=False, server_default="0"),
+    Column("rejected", Integer, nullable=False, server_default="0"),
     _created_at(),
     PrimaryKeyConstraint("user_id", "batch_id"),
     Index(None, "created_at"),
@@ -203,6 +206,15 @@ outbox = Table(
     _created_at(),
     Column("published_at", DateTime(timezone=True), nullable=True),
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+# The last run of each way weekly insights are computed ("due" evenings, "requested" by an operator).
+insight_runs = Table(
+    "insight_runs",
+    metadata,
+    Column("trigger", Text, primary_key=True),
+    Column("finished_at", DateTime(timezone=True), nullable=False),
+    Column("users", Integer, nullable=False),
 )
 
 # Pushes planned for a person, one per dedupe key; delivery fills in the rest.

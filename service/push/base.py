@@ -39,6 +39,7 @@ class PushOutcome(msgspec.Struct, frozen=True, kw_only=True):
     token_invalid: bool = False
     retryable: bool = False  # the provider was busy or unreachable: try again later
     detail: str = ""
+    provider: str | None = None  # the service that answered, when a router chose it
 
     @property
     def status(self) -> str:

@@ -6,6 +6,7 @@ import os
 import ssl
 
 import httpx
+import msgspec
 
 from service.push.apns import APNsProvider
 from service.push.base import PushMessage, PushOutcome, PushProvider, PushTarget
@@ -21,7 +22,8 @@ class ByPlatform:
         self._providers = {"ios": apns, "android": fcm, "web": fcm}
 
     async def send(self, target: PushTarget, message: PushMessage) -> PushOutcome:
-        return await self._providers[target.platform].send(target, message)
+        chosen = self._providers[target.platform]
+        return msgspec.structs.replace(await chosen.send(target, message), provider=chosen.name)
 
 
 def tls_context() -> ssl.SSLContext:

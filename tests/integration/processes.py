@@ -28,6 +28,7 @@ def environment(settings: Settings, **extra: str) -> dict[str, str]:
         "ARGON2_MEMORY_KIB": "1024",
         "WORKER_HEARTBEAT": str(settings.worker_heartbeat_s),
         "WORKER_SHUTDOWN_GRACE": str(settings.worker_shutdown_grace_s),
+        "WORKER_METRICS_PORT": "0",
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }

@@ -83,7 +83,7 @@ async def test_a_real_worker_reaches_an_iphone_and_an_android_phone(
             query = select(deliveries.c.provider, deliveries.c.status).where(
                 deliveries.c.dedupe_key.like("experiment_follow_up:%")
             )
-            assert sorted((await conn.execute(query)).all()) == [("real", "sent"), ("real", "sent")]
+            assert sorted((await conn.execute(query)).all()) == [("apns", "sent"), ("fcm", "sent")]
     finally:
         if worker is not None:
             worker.terminate()

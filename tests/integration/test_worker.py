@@ -17,7 +17,9 @@ from schemas import jobs
 from service import heartbeats
 from service.db import accounts
 from service.db.tables import refresh_families, users
-from tests.integration.processes import eventually
+from service.settings import Settings
+from tests.integration.processes import environment, eventually, start
+from workers.main import health_check_key
 
 
 async def _session(engine: AsyncEngine, ttl: timedelta) -> uuid.UUID:
@@ -28,7 +30,7 @@ async def _session(engine: AsyncEngine, ttl: timedelta) -> uuid.UUID:
 
 
 async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
-    worker: subprocess.Popen[bytes], engine: AsyncEngine, redis: ArqRedis
+    worker: subprocess.Popen[bytes], engine: AsyncEngine, redis: ArqRedis, settings: Settings
 ) -> None:
     ended = await _session(engine, timedelta(seconds=-1))
     live = await _session(engine, timedelta(days=1))
@@ -45,7 +47,7 @@ async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
 
     # arq's own health key counts the completed job…
     async def health() -> str | None:
-        raw = await redis.get("arq:queue:health-check")
+        raw = await redis.get(health_check_key())
         text = raw.decode() if raw else ""
         done = re.search(r"j_complete=(\d+)", text)
         return text if done and int(done.group(1)) >= 1 else None
@@ -58,9 +60,18 @@ async def test_worker_runs_a_job_refreshes_its_health_and_stops_gracefully(
     assert len(beats) == 1
     assert min(beats.values()) < 1.5 <= first + 1.5, "the heartbeat was refreshed"
 
+    # The liveness probe of its pod says so too.
+    assert await _liveness_probe(settings) == 0
+
     worker.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(worker.wait, 15) == 0
     assert await heartbeats.last_beats(redis) == {}, "a stopped worker removes its heartbeat"
+    assert await _liveness_probe(settings) == 1, "with no worker running the probe fails"
+
+
+async def _liveness_probe(settings: Settings) -> int:
+    probe = start(["worker", "--check"], environment(settings))
+    return await asyncio.to_thread(probe.wait, 30)
 
 
 async def test_purging_twice_changes_nothing_the_second_time(

@@ -15,6 +15,7 @@ from service.db import notifications
 from service.db.preferences import Prefs
 from service.insights.timing import EVENING, after_quiet_hours
 from service.insights.weekly import Screening, build
+from service.metrics import WorkerMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +35,7 @@ async def compute_insights(ctx: dict[str, Any], request: dict[str, Any]) -> int:
     week = date.fromisoformat(request["week_start"]) if request.get("week_start") else None
     only = UUID(request["user_id"]) if request.get("user_id") else None
     now = datetime.now(UTC)
-    written, after = 0, None
+    written, people, after = 0, 0, None
     while True:
         async with engine.begin() as conn:
             page = await queries.people_page(conn, after, CHUNK, only)
@@ -42,20 +43,28 @@ async def compute_insights(ctx: dict[str, Any], request: dict[str, Any]) -> int:
                 break
             chosen = [(prefs, week or last_complete_week(now, prefs.timezone)) for prefs in page]
             written += await _compute(conn, chosen, now)
+        people += len(page)
         after = page[-1].user_id
-    log.info("insights_computed", written=written)
+    async with engine.begin() as conn:
+        await queries.record_run(conn, "requested", people, datetime.now(UTC))
+    if metrics := ctx.get("metrics"):
+        metrics.observe_insight_run("requested", people)
+    log.info("insights_computed", written=written, people=people)
     return written
 
 
 async def insights_due(ctx: dict[str, Any]) -> int:
     """Every few minutes: the people whose weekly_day evening has come get their week's insight."""
-    return await run_due(ctx["engine"], datetime.now(UTC))
+    return await run_due(ctx["engine"], datetime.now(UTC), ctx.get("metrics"))
 
 
-async def run_due(engine: AsyncEngine, now: datetime) -> int:
+async def run_due(engine: AsyncEngine, now: datetime, metrics: WorkerMetrics | None = None) -> int:
     async with engine.begin() as conn:
         due = await queries.due(conn, now, EVENING)
         written = sum([await _compute(conn, due[i : i + CHUNK], now) for i in range(0, len(due), CHUNK)])
+        await queries.record_run(conn, "due", len(due), datetime.now(UTC))
+    if metrics is not None:
+        metrics.observe_insight_run("due", len(due))
     if written:
         log.info("insights_due_computed", written=written)
     return written

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import notifications as queries
 from service.insights.timing import next_send
+from service.metrics import WorkerMetrics
 from service.push.base import PushMessage, PushOutcome, PushProvider
 
 log = structlog.get_logger(__name__)
@@ -23,7 +24,7 @@ RETRY_BACKOFF = timedelta(minutes=1)
 
 
 async def deliver_due(ctx: dict[str, Any]) -> int:
-    return await deliver(ctx["engine"], ctx["push"], datetime.now(UTC))
+    return await deliver(ctx["engine"], ctx["push"], datetime.now(UTC), ctx.get("metrics"))
 
 
 async def plan_practice_reminders(ctx: dict[str, Any]) -> int:
@@ -33,7 +34,9 @@ async def plan_practice_reminders(ctx: dict[str, Any]) -> int:
     return 0
 
 
-async def deliver(engine: AsyncEngine, provider: PushProvider, now: datetime) -> int:
+async def deliver(
+    engine: AsyncEngine, provider: PushProvider, now: datetime, metrics: WorkerMetrics | None = None
+) -> int:
     """Send what is due now; defer what quiet hours or the daily cap hold back."""
     sent = 0
     while True:
@@ -82,5 +85,8 @@ async def deliver(engine: AsyncEngine, provider: PushProvider, now: datetime) ->
             await queries.finish(conn, finished)
             await queries.switch_off_push(conn, dead)
             await queries.record_deliveries(conn, provider.name, delivered)
+        if metrics is not None:  # counted once the outcomes are committed
+            for *_, outcome in delivered:
+                metrics.push_results.labels(outcome.provider or provider.name, outcome.status).inc()
         if len(due) < BATCH:
             return sent
