@@ -131,6 +131,11 @@ class HealthCheck:
         status: HealthStatus = "down" if "postgres" in failing else "degraded" if failing else "ok"
         return AdminHealth(status=status, version=self._version, checks=checks, failing=failing)
 
+    async def dependencies(self) -> tuple[Dependency, Dependency]:
+        """Postgres and Redis alone: what readiness asks."""
+        postgres, redis = await asyncio.gather(self._timed(self._postgres_ping()), self._timed(self._redis.ping()))
+        return postgres, redis
+
     async def _postgres_ping(self) -> None:
         async with self._engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
