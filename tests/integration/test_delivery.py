@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import notifications as planning
 from service.db.tables import deliveries, devices, notifications
+from service.metrics import WorkerMetrics
 from service.push.base import WORDING, PushMessage, PushOutcome, PushTarget
 from tests.integration.conftest import Client
 from tests.integration.pushes import SENTINEL, Recorder, follow_up_at, person, sync
@@ -105,7 +106,14 @@ async def test_a_token_the_provider_calls_invalid_is_switched_off_at_once(client
     dead = {rows[0]}
     due = datetime(2026, 11, 20, 12, 0, tzinfo=AUCKLAND)
     await follow_up_at(client, engine, tokens, due)
-    assert await deliver(engine, DeadTokens(dead), due) == 1, "the other device still got it"
+    metrics = WorkerMetrics()
+    assert await deliver(engine, DeadTokens(dead), due, metrics) == 1, "the other device still got it"
+    counted = {
+        (sample.labels["provider"], sample.labels["outcome"]): sample.value
+        for sample in metrics.push_results.collect()[0].samples
+        if sample.name.endswith("_total")
+    }
+    assert counted == {(DeadTokens.name, "sent"): 1, (DeadTokens.name, "invalid_token"): 1}, "the operator sees both"
     async with engine.connect() as conn:
         state = dict((await conn.execute(select(devices.c.push_token, devices.c.push_enabled))).all())
     assert state == {rows[0]: False, rows[1]: True}
