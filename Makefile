@@ -29,6 +29,6 @@ format: setup
 	$(BIN)/ruff format .
 
 bench: setup  ## benchmarks against a raw-asyncpg baseline taken in the same run (not part of make test)
-	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.sync
 	$(BIN)/python -m bench.insights
 	$(BIN)/python -m bench.push

@@ -39,6 +39,11 @@ from service.settings import Settings
 from service.sync_batch import Syncer
 
 
+def app_from_environment() -> Litestar:
+    """The app of one of several API processes (API_PROCESSES), each reading the same environment."""
+    return create_app(Settings.from_env())
+
+
 def create_app(settings: Settings) -> Litestar:
     configure_logging(settings.log_level)
     engine = create_engine(settings)

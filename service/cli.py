@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
@@ -83,18 +84,21 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
 
     from service.app import create_app
 
-    config = uvicorn.Config(
-        create_app(settings),
-        host=host or settings.host,
-        port=port or settings.port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "host": host or settings.host,
+        "port": port or settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": True,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+    }
+    if settings.api_processes > 1:
+        # Each process builds its own app from the same environment; uvicorn shares the socket.
+        uvicorn.run("service.app:app_from_environment", factory=True, workers=settings.api_processes, **options)
+        return 0
     try:
-        uvicorn.Server(config).run()
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
     except KeyboardInterrupt:
         return 130  # stopped by Ctrl-C after a graceful shutdown
     return 0

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Argon2id cost; the defaults are RFC 9106's second recommended profile.
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 64 * 1024
+    # API processes sharing the port: one per container is usual; more use a machine's cores
+    # (each process then counts its own /metrics).
+    api_processes: int = 1
     # Database pool of one API process.
     db_pool_size: int = 10
     db_max_overflow: int = 10
@@ -125,6 +128,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             login_window_s=get.integer("LOGIN_WINDOW", 15 * 60, low=1),
             argon2_time_cost=get.integer("ARGON2_TIME_COST", 3, low=1),
             argon2_memory_kib=get.integer("ARGON2_MEMORY_KIB", 64 * 1024, low=8),
+            api_processes=get.integer("API_PROCESSES", 1, low=1, high=64),
             db_pool_size=get.integer("DB_POOL_SIZE", 10, low=1),
             db_max_overflow=get.integer("DB_MAX_OVERFLOW", 10, low=0),
             tombstone_retention_days=get.integer("TOMBSTONE_RETENTION_DAYS", 90, low=1),

@@ -1,0 +1,427 @@
+"""The sync path's three goals, each beside a raw-asyncpg baseline taken in the same run.
+
+1. Ingest: 16 devices at once send batches of 100 new records (half mood check-ins, half
+   journal entries of a few hundred characters) over HTTP; raw asyncpg writes the same rows
+   (current records and their first versions) with one statement per batch.
+2. Updates with 5% concurrent conflicts: the same 16 people edit their records in batches of
+   100, alternating between two devices; 5 of each batch's edits build on a version the other
+   device has already replaced, so they merge. Raw asyncpg applies the same edits (new current
+   state plus a history row) with one statement per batch.
+3. First sync: a new device of a person with 10,000 records pulls everything with the default
+   page size; raw asyncpg reads the same rows page by page.
+
+Request bodies and rows are built before the clock starts, for both sides: what is timed is
+the server and the database, not the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+from sqlalchemy.engine import make_url
+
+from schemas.sync import PULL_LIMIT_DEFAULT
+from service.db import migrate
+from service.db.engine import create_engine, drop_database, ensure_database
+from service.envelope import MasterKeys
+from service.settings import DEFAULT_DATABASE_URL, Settings
+
+WORDS = ("kind", "gentle", "tired", "hopeful", "small", "walk", "friend", "rain", "coffee", "breathe", "enough")
+CONFLICTS_PER_BATCH = 5
+FIRST_SYNC_RECORDS = 10_000
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class Figures:
+    items: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.items / self.seconds
+
+    @property
+    def p99_ms(self) -> float:
+        return statistics.quantiles(self.latencies, n=100)[98] * 1000 if len(self.latencies) > 1 else 0.0
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000
+
+
+def new_records(count: int, seed: int, at: str) -> list[dict[str, Any]]:
+    """Half mood check-ins, half journal entries of a few hundred characters."""
+    out = []
+    for index in range(count):
+        if index % 2:
+            body = " ".join(WORDS[(seed + index + k) % len(WORDS)] for k in range(60))
+            data: dict[str, Any] = {"occurred_at": at, "body": body, "tags": ["evening"]}
+            kind = "journal_entry"
+        else:
+            data = {"occurred_at": at, "mood": 1 + (seed + index) % 10, "emotions": ["calm"], "tags": []}
+            kind = "mood_checkin"
+        out.append(
+            {"id": str(uuid.uuid4()), "kind": kind, "op": "upsert", "base_version": 0, "changed_at": at, "data": data}
+        )
+    return out
+
+
+def edit(record: dict[str, Any], base: int, at: str, word: str) -> dict[str, Any]:
+    """A change to one field: a word added to a journal entry, another mood for a check-in."""
+    if record["kind"] == "journal_entry":
+        change: dict[str, Any] = {"body": f"{record['data']['body']} {word}"}
+    else:
+        change = {"mood": 1 + (record["data"]["mood"] % 10)}
+    return {**record, "base_version": base, "changed_at": at, "data": change}
+
+
+@dataclass
+class Person:
+    tokens: dict[str, Any]
+    devices: tuple[str, str]
+    records: list[dict[str, Any]]
+    # Each device keeps the cursor it was given, as the app does: it pulls only what is new.
+    cursors: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens['access_token']}", "Content-Type": "application/json"}
+
+
+async def timed_batches(
+    jobs: list[list[Callable[[], Awaitable[None]]]],
+) -> tuple[float, list[float]]:
+    """Run each list of calls one after another, all lists at once; answer the wall time and each call's."""
+    latencies: list[float] = []
+
+    async def lane(calls: list[Callable[[], Awaitable[None]]]) -> None:
+        for call in calls:
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(lane(calls) for calls in jobs))
+    return time.perf_counter() - started, latencies
+
+
+class Http:
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self.errors: list[str] = []
+
+    def post(
+        self, person: Person, device_id: str, mutations: list[dict[str, Any]], wanted: set[str]
+    ) -> Callable[[], Awaitable[None]]:
+        head = _json.encode({"device_id": device_id, "batch_id": str(uuid.uuid4())})[:-1]
+        tail = b',"mutations":' + _json.encode(mutations) + b"}"
+
+        async def call() -> None:
+            content = head + b',"cursor":' + _json.encode(person.cursors.get(device_id)) + tail
+            response = await self.http.post("/v1/sync", content=content, headers=person.headers)
+            if response.status_code != 200:
+                self.errors.append(f"{response.status_code}: {response.text[:200]}")
+                return
+            answer = response.json()
+            person.cursors[device_id] = answer["cursor"]
+            statuses = {r["status"] for r in answer["results"]}
+            if not statuses <= wanted:
+                self.errors.append(f"statuses {sorted(statuses)}")
+
+        return call
+
+    def check(self, what: str) -> None:
+        if self.errors:
+            raise SystemExit(f"{what}: {len(self.errors)} batches failed, first: {self.errors[0]}")
+
+
+def plan_ingest(people: list[Person], batches: int, size: int, at: str) -> list[list[list[dict[str, Any]]]]:
+    plans = []
+    for seed, person in enumerate(people):
+        batches_of_person = [new_records(size, seed * 1000 + b, at) for b in range(batches)]
+        person.records = [m for batch in batches_of_person for m in batch]
+        plans.append(batches_of_person)
+    return plans
+
+
+def plan_updates(records: list[dict[str, Any]], batches: int, size: int, at: str) -> list[list[dict[str, Any]]]:
+    """Batch b: `size - 5` records edited for the first time (base 1), and 5 of batch b-1's records
+    edited again on base 1, which the other device has meanwhile replaced: concurrent edits.
+    Batch 0 has no earlier batch: its last 5 are first edits of records no other batch touches."""
+    fresh = size - CONFLICTS_PER_BATCH
+    spare = records[fresh * batches : fresh * batches + CONFLICTS_PER_BATCH]
+    plan = []
+    for b in range(batches):
+        first = [edit(r, 1, at, f"first{b}") for r in records[b * fresh : (b + 1) * fresh]]
+        earlier = records[(b - 1) * fresh : (b - 1) * fresh + CONFLICTS_PER_BATCH] if b else spare
+        plan.append(first + [edit(r, 1, at, f"again{b}") for r in earlier])
+    return plan
+
+
+async def through_http(base_url: str, args: argparse.Namespace) -> dict[str, Figures]:
+    at = datetime.now(UTC).isoformat()
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        http = Http(client)
+        people = [
+            Person(
+                (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
+            )
+            for _ in range(args.devices)
+        ]
+        plans = plan_ingest(people, args.batches, args.size, at)
+        calls = [
+            [http.post(p, p.devices[0], batch, {"applied"}) for batch in plan]
+            for p, plan in zip(people, plans, strict=True)
+        ]
+        seconds, latencies = await timed_batches(calls)
+        http.check("ingest")
+        ingest = Figures(args.devices * args.batches * args.size, seconds, latencies)
+
+        calls = []
+        for person in people:
+            plan = plan_updates(person.records, args.batches, args.size, at)
+            calls.append(
+                [http.post(person, person.devices[b % 2], batch, {"applied", "merged"}) for b, batch in enumerate(plan)]
+            )
+        seconds, latencies = await timed_batches(calls)
+        http.check("updates")
+        updates = Figures(args.devices * args.batches * args.size, seconds, latencies)
+
+        reader = Person(
+            (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
+        )
+        seeded = new_records(FIRST_SYNC_RECORDS, 7, at)
+        seed_calls = [
+            http.post(reader, reader.devices[0], seeded[i : i + 500], {"applied"}) for i in range(0, len(seeded), 500)
+        ]
+        await timed_batches([seed_calls])
+        http.check("first sync seeding")
+        first_sync = await pull_everything(client, reader)
+    return {"ingest": ingest, "updates": updates, "first_sync": first_sync}
+
+
+async def pull_everything(client: httpx.AsyncClient, person: Person) -> Figures:
+    """A new device's first sync: pages of the default size until nothing is left."""
+    cursor, pulled, latencies = None, 0, []
+    started = time.perf_counter()
+    while True:
+        request = _json.encode(
+            {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "cursor": cursor, "mutations": []}
+        )
+        sent = time.perf_counter()
+        response = await client.post("/v1/sync", content=request, headers=person.headers)
+        latencies.append(time.perf_counter() - sent)
+        answer = response.json()
+        pulled += len(answer["changes"])
+        cursor = answer["cursor"]
+        if not answer["has_more"]:
+            break
+    seconds = time.perf_counter() - started
+    if pulled != FIRST_SYNC_RECORDS:
+        raise SystemExit(f"first sync pulled {pulled} of {FIRST_SYNC_RECORDS} records")
+    return Figures(pulled, seconds, latencies)
+
+
+_RAW_INGEST = """
+WITH batch AS (
+    SELECT * FROM unnest($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[]) AS b(id, kind, data, at)
+), history AS (
+    INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, changed_at, device_id)
+    SELECT $1, id, 1, kind, false, data, at, $6 FROM batch
+)
+INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq)
+SELECT $1, id, kind, 1, false, data, '{}'::jsonb, at, $6, $7 + row_number() OVER () FROM batch
+"""
+
+_RAW_UPDATE = """
+WITH batch AS (
+    SELECT * FROM unnest($2::uuid[], $3::jsonb[], $4::timestamptz[]) AS b(id, change, at)
+), changed AS (
+    UPDATE records r SET data = r.data || b.change, version = r.version + 1, changed_at = b.at, device_id = $5,
+           seq = $6 + 1
+    FROM batch b WHERE r.user_id = $1 AND r.id = b.id
+    RETURNING r.id, r.version, r.kind, r.data, r.changed_at
+)
+INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, changed_at, device_id)
+SELECT $1, id, version, kind, false, data, changed_at, $5 FROM changed
+"""
+
+_RAW_PAGE = """
+SELECT id, kind, version, deleted, data, changed_at, updated_at, seq FROM records
+WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
+"""
+
+
+async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
+    at = datetime.now(UTC)
+    stamp = at.isoformat()
+    pool = await asyncpg.create_pool(dsn, min_size=args.devices, max_size=args.devices)
+    users = [uuid.uuid4() for _ in range(args.devices + 1)]
+    async with pool.acquire() as conn:
+        await conn.executemany("INSERT INTO users (id) VALUES ($1)", [(u,) for u in users])
+    people = [Person({}, (str(uuid.uuid4()), str(uuid.uuid4())), []) for _ in range(args.devices)]
+    plans = plan_ingest(people, args.batches, args.size, stamp)
+
+    def ingest(user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int) -> Callable[[], Awaitable[None]]:
+        values = (
+            user,
+            [uuid.UUID(m["id"]) for m in batch],
+            [m["kind"] for m in batch],
+            [json.dumps(m["data"]) for m in batch],
+            [at] * len(batch),
+            uuid.UUID(device),
+            seq,
+        )
+
+        async def call() -> None:
+            async with pool.acquire() as conn:
+                await conn.execute(_RAW_INGEST, *values)
+
+        return call
+
+    calls = [
+        [ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
+        for user, p, plan in zip(users[:-1], people, plans, strict=True)
+    ]
+    seconds, latencies = await timed_batches(calls)
+    ingest_figures = Figures(args.devices * args.batches * args.size, seconds, latencies)
+
+    def update(user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int) -> Callable[[], Awaitable[None]]:
+        values = (
+            user,
+            [uuid.UUID(m["id"]) for m in batch],
+            [json.dumps(m["data"]) for m in batch],
+            [at + timedelta(seconds=1)] * len(batch),
+            uuid.UUID(device),
+            seq,
+        )
+
+        async def call() -> None:
+            async with pool.acquire() as conn:
+                await conn.execute(_RAW_UPDATE, *values)
+
+        return call
+
+    calls = [
+        [
+            update(user, p.devices[b % 2], batch, 10_000 + b)
+            for b, batch in enumerate(plan_updates(p.records, args.batches, args.size, stamp))
+        ]
+        for user, p in zip(users[:-1], people, strict=True)
+    ]
+    seconds, latencies = await timed_batches(calls)
+    updates = Figures(args.devices * args.batches * args.size, seconds, latencies)
+
+    reader = users[-1]
+    seeded = new_records(FIRST_SYNC_RECORDS, 7, stamp)
+    await timed_batches(
+        [[ingest(reader, str(uuid.uuid4()), seeded[i : i + 500], i) for i in range(0, len(seeded), 500)]]
+    )
+    async with pool.acquire() as conn:
+        after, pulled, page_latencies = 0, 0, []
+        started = time.perf_counter()
+        while True:
+            sent = time.perf_counter()
+            rows = await conn.fetch(_RAW_PAGE, reader, after, PULL_LIMIT_DEFAULT)
+            page_latencies.append(time.perf_counter() - sent)
+            pulled += len(rows)
+            if len(rows) < PULL_LIMIT_DEFAULT:
+                break
+            after = rows[-1]["seq"]
+        first_sync = Figures(pulled, time.perf_counter() - started, page_latencies)
+    await pool.close()
+    return {"ingest": ingest_figures, "updates": updates, "first_sync": first_sync}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=16)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-processes", type=int, default=None, help="API_PROCESSES for the server")
+    args = parser.parse_args()
+
+    base = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    url = make_url(base).set(database=f"kindsync_bench_{os.getpid()}")
+    database_url = url.render_as_string(hide_password=False)
+    await ensure_database(database_url)
+    master_keys = MasterKeys.generate("bench")
+    engine = create_engine(
+        Settings(secret_key="bench" * 10, master_keys=master_keys, database_url=database_url), pool_size=1
+    )
+    await migrate.upgrade(engine)
+    await engine.dispose()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(args.port),
+        "LOG_LEVEL": "WARNING",
+        "SECRET_KEY": "bench-secret-" + "b" * 40,
+        "MASTER_KEYS": master_keys,
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+    }
+    if args.api_processes:
+        env["API_PROCESSES"] = str(args.api_processes)
+    server = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", "run", env=env)
+    try:
+        base_url = f"http://127.0.0.1:{args.port}"
+        await wait_until_up(base_url)
+        http = await through_http(base_url, args)
+        raw = await raw_asyncpg(url.set(drivername="postgresql").render_as_string(hide_password=False), args)
+    finally:
+        server.send_signal(signal.SIGINT)
+        await asyncio.wait_for(server.wait(), 30)
+        await drop_database(database_url)
+    report(args, http, raw)
+
+
+def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Figures]) -> None:
+    print(f"\nsync: {args.devices} devices x {args.batches} batches x {args.size} records")
+    print(f"first sync: {FIRST_SYNC_RECORDS:,} records, pages of {PULL_LIMIT_DEFAULT}")
+    print(f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'raw asyncpg':>14} {'p99':>8} {'ratio':>6}   wanted")
+    rows = (
+        ("ingest, new records (mutations/s)", "ingest", ">= 0.50 x raw, p99 <= 100 ms"),
+        ("updates, 5% conflicts (mutations/s)", "updates", ">= 0.40 x raw"),
+        ("first sync, default page (records/s)", "first_sync", ">= 20,000 records/s"),
+    )
+    for name, key, wanted in rows:
+        ours, base = http[key], raw[key]
+        print(
+            f"{name:<34} {ours.rate:>14,.0f} {ours.p50_ms:>6.0f}ms {ours.p99_ms:>6.0f}ms "
+            f"{base.rate:>14,.0f} {base.p99_ms:>6.0f}ms {ours.rate / base.rate:>6.2f}   {wanted}"
+        )
+
+
+async def wait_until_up(base_url: str, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.2)
+    raise SystemExit("the API did not start")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
