@@ -198,6 +198,17 @@ def _struct_info(cls: type[RecordData]) -> mi.StructType:
 PATCH_KINDS: dict[str, type[RecordData]] = {kind: _patch_struct(cls) for kind, cls in KINDS.items()}
 _TYPE_INFO = {cls: _struct_info(cls) for cls in (*KINDS.values(), *PATCH_KINDS.values())}
 # "localtime" and "posixrules" are files of the host's zone database, not zone names a phone would send.
+# Each kind's defaults in stored form, for validate_merged.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    kind: {
+        field.encode_name: msgspec.to_builtins(
+            field.default if field.default is not msgspec.NODEFAULT else field.default_factory()
+        )
+        for field in msgspec.structs.fields(cls)
+        if field.required is False
+    }
+    for kind, cls in KINDS.items()
+}
 _TIMEZONES = frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
 
 
@@ -220,6 +231,27 @@ def validate_full(kind: str, data: object) -> dict[str, Any]:
     if isinstance(record, Assessment):
         _check_answers(record.instrument, record.answers)
     return _normalise(record)
+
+
+def validate_merged(kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A whole state made of values already in stored form: a validated change over a stored
+    record, or a merge of such values.
+
+    Checked exactly as validate_full checks, but not converted back field by field: its values
+    already are what that conversion would give, so only missing fields get their defaults and
+    sets are sorted again. This is the hot path of every write.
+    """
+    record = _convert(KINDS[kind], kind, data)
+    _check_fields(kind, record)
+    if isinstance(record, Assessment):
+        _check_answers(record.instrument, record.answers)
+    out = dict(data)
+    for name, default in _DEFAULTS[kind].items():
+        if name not in out:
+            out[name] = list(default) if isinstance(default, list) else default
+    for name in SET_FIELDS & out.keys():
+        out[name] = sorted(set(out[name]))
+    return out
 
 
 def validate_patch(kind: str, data: object) -> dict[str, Any]:

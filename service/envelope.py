@@ -151,11 +151,10 @@ class DataKey:
 
 def split(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(plain, private): private holds the fields in PRIVATE_FIELDS."""
-    plain: dict[str, Any] = {}
-    private: dict[str, Any] = {}
-    for name, value in data.items():
-        (private if name in PRIVATE_FIELDS else plain)[name] = value
-    return plain, private
+    names = PRIVATE_FIELDS.intersection(data)
+    if not names:
+        return dict(data), {}
+    return {k: v for k, v in data.items() if k not in names}, {k: data[k] for k in names}
 
 
 def seal_for(
@@ -169,6 +168,25 @@ def seal_for(
     if private:
         raise EnvelopeError("private fields to store, but no data key for their owner")
     return plain, None
+
+
+class Sealer:
+    """Seals the records of one write for their owners (`seal_for`), each data only once:
+    a new current state and its newest version are the same data, stored twice."""
+
+    def __init__(self, keys: Mapping[UUID, DataKey]) -> None:
+        self._keys = keys
+        self._done: dict[tuple[int, UUID], tuple[Mapping[str, Any], tuple[dict[str, Any], bytes | None]]] = {}
+
+    def seal(self, owner: UUID, record_id: UUID, data: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+        # Keyed by the data's identity; the entry holds the data, so the identity cannot be reused meanwhile.
+        # The blob is bound to owner and record: the key includes the record, and a record has one owner.
+        known = self._done.get((id(data), record_id))
+        if known is not None and known[0] is data:
+            return known[1]
+        sealed = seal_for(self._keys, owner, record_id, data)
+        self._done[(id(data), record_id)] = (data, sealed)
+        return sealed
 
 
 def reveal(key: DataKey | None, record_id: UUID, plain: dict[str, Any], sealed: bytes | None) -> dict[str, Any]:

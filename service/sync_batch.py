@@ -36,7 +36,7 @@ from schemas.sync import (
 from service import outbox
 from service.db import keys as data_keys
 from service.db import sync as queries
-from service.envelope import DataKey, MasterKeys
+from service.envelope import DataKey, MasterKeys, Sealer
 from service.insights.assessments import derive
 from service.problems import ProblemError
 from service.sync import cursor as cursors
@@ -51,7 +51,7 @@ def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """A merged state must be a valid whole record; the server then adds its fields."""
     try:
         server_set = kinds.SERVER_SET_FIELDS.get(kind, frozenset())
-        whole = kinds.validate_full(kind, {k: v for k, v in data.items() if k not in server_set})
+        whole = kinds.validate_merged(kind, {k: v for k, v in data.items() if k not in server_set})
     except kinds.Invalid as invalid:
         raise Refused(MutationError(code="invalid", message=invalid.message, path=invalid.path)) from None
     return derive(kind, whole)
@@ -106,8 +106,9 @@ class Syncer:
         numbered = [(user_id, last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
         updated_at = now
         if numbered:
-            await queries.append_versions(conn, [(user_id, version) for version in written], {user_id: key})
-            updated_at = await queries.save_records(conn, numbered, {user_id: key})
+            sealer = Sealer({user_id: key})
+            await queries.append_versions(conn, [(user_id, version) for version in written], sealer)
+            updated_at = await queries.save_records(conn, numbered, sealer)
             await queries.set_last_seq(conn, user_id, last_seq + len(numbered))
             # Ids and kinds only: the workers read what they need from the records.
             changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, _, r in numbered]

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from schemas.insights import WeeklyInsight
 from service.db import sync as records
 from service.db.preferences import PREFS_SQL, Prefs, prefs_of
+from service.envelope import Sealer
 from service.insights.weekly import Fact, Screening
 from service.sync.model import Record, Stamp, Written
 
@@ -143,8 +144,11 @@ async def store(conn: AsyncConnection, insights: dict[UUID, WeeklyInsight]) -> d
         )
         numbered.append((user_id, seqs[user_id], record))
     # An insight holds no private field (its words are the server's), so it needs no data key.
-    await records.append_versions(conn, [(user_id, _version(record)) for user_id, _, record in numbered], {})
-    await records.save_records(conn, numbered, {})
+    nothing_private = Sealer({})
+    await records.append_versions(
+        conn, [(user_id, _version(record)) for user_id, _, record in numbered], nothing_private
+    )
+    await records.save_records(conn, numbered, nothing_private)
     return {user_id: record.version for user_id, _, record in numbered}
 
 

@@ -8,7 +8,7 @@ opened on the way out (service/envelope.py), so the rules above see whole record
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -17,7 +17,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.sync import Change, HistoryVersion, MutationResult
-from service.envelope import DataKey, reveal, seal_for
+from service.envelope import DataKey, Sealer, reveal
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
@@ -149,16 +149,14 @@ async def applied_fingerprints(
     return {bytes(row.fingerprint): row.version for row in result}
 
 
-async def append_versions(
-    conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], keys: Mapping[UUID, DataKey]
-) -> None:
+async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], sealer: Sealer) -> None:
     """Append versions, each with its owner: one statement for one person's batch or many people's.
 
-    `keys` holds the data key of each owner whose versions carry private fields.
+    `sealer` holds the data key of each owner whose versions carry private fields.
     """
     if not owned:
         return
-    stored = [seal_for(keys, owner, v.record_id, v.data) for owner, v in owned]
+    stored = [sealer.seal(owner, v.record_id, v.data) for owner, v in owned]
     await conn.exec_driver_sql(
         "INSERT INTO record_versions "
         "(user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint) "
@@ -179,11 +177,9 @@ async def append_versions(
     )
 
 
-async def save_records(
-    conn: AsyncConnection, numbered: Sequence[tuple[UUID, int, Record]], keys: Mapping[UUID, DataKey]
-) -> datetime:
+async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int, Record]], sealer: Sealer) -> datetime:
     """Write new current states as (owner, change number, record); answers the write time."""
-    stored = [seal_for(keys, owner, r.id, r.data) for owner, _, r in numbered]
+    stored = [sealer.seal(owner, r.id, r.data) for owner, _, r in numbered]
     result = await conn.exec_driver_sql(
         "INSERT INTO records (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, "
         "updated_at) "

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.records import (
     KINDS,
@@ -14,8 +17,11 @@ from schemas.records import (
     SET_FIELDS,
     Invalid,
     validate_full,
+    validate_merged,
     validate_patch,
 )
+from tests.unit.test_envelope import FIELDS
+from tests.unit.test_envelope import answers as envelope_answers
 
 AT = "2026-11-20T21:04:00+01:00"
 VALID: dict[str, dict[str, Any]] = {
@@ -355,3 +361,36 @@ def test_msgpack_datetimes_are_checked_too() -> None:
     )
     error = invalid("mood_checkin", with_("mood_checkin", occurred_at=aware.replace(tzinfo=None)))
     assert (error.path, error.message) == ("data.occurred_at", "must carry a time zone offset (e.g. Z or +01:00)")
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_the_fast_whole_record_check_gives_what_the_full_conversion_gives(kind: str, data: st.DataObject) -> None:
+    """validate_merged (every write's path) must store exactly what validate_full would, and refuse what it refuses."""
+    required, optional = FIELDS[kind]
+    raw = st.fixed_dictionaries(required, optional=optional)
+    if kind == "assessment":
+        raw = st.builds(lambda base, scored: {**base, **scored}, raw, envelope_answers)
+    first, second = data.draw(raw), data.draw(raw)
+    assert outcome(lambda: validate_merged(kind, validate_patch(kind, first))) == outcome(
+        lambda: validate_full(kind, first)
+    )
+    stored = outcome(lambda: validate_full(kind, first))
+    if isinstance(stored, dict):
+        # A stored record changed by an update: the merged state, as a sync builds it.
+        change = outcome(lambda: validate_patch(kind, second))
+        if isinstance(change, dict):
+            changed = {**stored, **change}
+            assert outcome(lambda: validate_merged(kind, changed)) == outcome(lambda: validate_full(kind, changed))
+            # A union of two devices' sets arrives unsorted and may repeat an item.
+            union = {**changed, **{k: [*reversed(changed[k]), *changed[k][:1]] for k in SET_FIELDS & changed.keys()}}
+            assert outcome(lambda: validate_merged(kind, union)) == outcome(lambda: validate_full(kind, union))
+
+
+def outcome(check: Callable[[], dict[str, Any]]) -> dict[str, Any] | tuple[str, str]:
+    """What a check stored, or the path it refused."""
+    try:
+        return check()
+    except Invalid as invalid:
+        return ("refused", invalid.path)
