@@ -36,7 +36,7 @@ from schemas.sync import (
 from service import outbox
 from service.db import keys as data_keys
 from service.db import sync as queries
-from service.envelope import DataKey, MasterKeys, Sealer
+from service.envelope import DataKey, MasterKeys
 from service.insights.assessments import derive
 from service.problems import ProblemError
 from service.sync import cursor as cursors
@@ -103,15 +103,12 @@ class Syncer:
         before = {record_id: record.version for record_id, record in current.items()}
         core_results, written = apply_batch(current, history, seen, prepared, POLICY)
         changed = _changed_in_order(current, before, written)
-        numbered = [(user_id, last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
+        numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
         updated_at = now
         if numbered:
-            sealer = Sealer({user_id: key})
-            await queries.append_versions(conn, [(user_id, version) for version in written], sealer)
-            updated_at = await queries.save_records(conn, numbered, sealer)
-            await queries.set_last_seq(conn, user_id, last_seq + len(numbered))
+            updated_at = await queries.save_batch(conn, key, written, numbered, last_seq + len(numbered))
             # Ids and kinds only: the workers read what they need from the records.
-            changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, _, r in numbered]
+            changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, r in numbered]
             await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
         results = [_wire_result(r, updated_at) for r in core_results]
         await queries.store_batch(conn, key, request.batch_id, request_hash, results)

@@ -50,10 +50,6 @@ async def lock_user(conn: AsyncConnection, user_id: UUID) -> int:
     return int(result.scalar_one())
 
 
-async def set_last_seq(conn: AsyncConnection, user_id: UUID, last_seq: int) -> None:
-    await conn.exec_driver_sql("UPDATE sync_state SET last_seq = $2 WHERE user_id = $1", (user_id, last_seq))
-
-
 async def find_batch(conn: AsyncConnection, key: DataKey, batch_id: UUID) -> StoredBatch | None:
     row = (
         await conn.exec_driver_sql(
@@ -201,6 +197,68 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
             [r.changed_at for _, _, r in numbered],
             [r.device_id for _, _, r in numbered],
             [seq for _, seq, _ in numbered],
+        ),
+    )
+    return result.scalars().first() or datetime.now().astimezone()
+
+
+_SAVE_BATCH = """
+WITH v AS (
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], $7::bytea[],
+                         $8::timestamptz[], $9::uuid[], $10::bytea[])
+        WITH ORDINALITY AS v(record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint, n)
+), history AS (
+    INSERT INTO record_versions
+        (user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint)
+    SELECT $1, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint FROM v
+), numbered AS (
+    UPDATE sync_state SET last_seq = $15 WHERE user_id = $1
+)
+INSERT INTO records
+    (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
+SELECT $1, v.record_id, v.kind, v.version, v.deleted, v.data, v.sealed, c.stamps, c.changed_at, v.device_id,
+       c.seq, now()
+FROM unnest($11::bigint[], $12::jsonb[], $13::timestamptz[], $14::bigint[]) AS c(n, stamps, changed_at, seq)
+JOIN v ON v.n = c.n
+ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
+    deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
+    changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq,
+    updated_at = excluded.updated_at
+RETURNING updated_at
+"""
+
+
+async def save_batch(
+    conn: AsyncConnection,
+    key: DataKey,
+    written: Sequence[Written],
+    numbered: Sequence[tuple[int, Record]],
+    last_seq: int,
+) -> datetime:
+    """One sync batch's writes in one statement: its new versions, the new current states and the
+    person's last change number. Each current state is its record's newest version, so its data and
+    blob are sent once and the records rows point at them; answers the write time."""
+    newest = {version.record_id: n for n, version in enumerate(written, start=1)}
+    sealer = Sealer({key.owner: key})
+    stored = [sealer.seal(key.owner, v.record_id, v.data) for v in written]
+    result = await conn.exec_driver_sql(
+        _SAVE_BATCH,
+        (
+            key.owner,
+            [v.record_id for v in written],
+            [v.version for v in written],
+            [v.kind for v in written],
+            [v.deleted for v in written],
+            [_json.encode(plain).decode() for plain, _ in stored],
+            [sealed for _, sealed in stored],
+            [v.changed_at for v in written],
+            [v.device_id for v in written],
+            [v.fingerprint for v in written],
+            [newest[r.id] for _, r in numbered],
+            [_json.encode(r.stamps).decode() for _, r in numbered],
+            [r.changed_at for _, r in numbered],
+            [seq for seq, _ in numbered],
+            last_seq,
         ),
     )
     return result.scalars().first() or datetime.now().astimezone()
