@@ -21,6 +21,8 @@ from service.envelope import DataKey, Sealer, reveal
 from service.sync.model import HistoryEntry, Record, Stamp, Written
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
+# JSONB is read as text and decoded here: msgspec is several times faster than the driver's json.loads.
+_data = msgspec.json.Decoder(dict[str, Any])
 _results_encoder = msgspec.msgpack.Encoder()
 _results_decoder = msgspec.msgpack.Decoder(list[MutationResult])
 _json = msgspec.json.Encoder()
@@ -77,7 +79,7 @@ async def store_batch(
 
 async def load_records(conn: AsyncConnection, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
     result = await conn.exec_driver_sql(
-        "SELECT id, kind, version, deleted, data, sealed, stamps::text AS stamps, changed_at, device_id "
+        "SELECT id, kind, version, deleted, data::text AS data, sealed, stamps::text AS stamps, changed_at, device_id "
         "FROM records WHERE user_id = $1 AND id = ANY($2::uuid[])",
         (key.owner, list(ids)),
     )
@@ -87,7 +89,7 @@ async def load_records(conn: AsyncConnection, key: DataKey, ids: Sequence[UUID])
             kind=row.kind,
             version=row.version,
             deleted=row.deleted,
-            data=reveal(key, row.id, row.data, row.sealed),
+            data=reveal(key, row.id, _data.decode(row.data), row.sealed),
             stamps=_stamps.decode(row.stamps),
             changed_at=row.changed_at,
             device_id=row.device_id,
@@ -115,7 +117,7 @@ async def load_history(
 
 
 # A version as history_entry reads it.
-VERSION_COLUMNS = "v.record_id, v.version, v.deleted, v.data, v.sealed, v.changed_at, v.device_id"
+VERSION_COLUMNS = "v.record_id, v.version, v.deleted, v.data::text AS data, v.sealed, v.changed_at, v.device_id"
 
 
 def history_version(row: Any, key: DataKey | None) -> HistoryVersion:
@@ -127,7 +129,7 @@ def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
     return HistoryEntry(
         version=row.version,
         deleted=row.deleted,
-        data=reveal(key, row.record_id, row.data, row.sealed),
+        data=reveal(key, row.record_id, _data.decode(row.data), row.sealed),
         changed_at=row.changed_at,
         device_id=row.device_id,
     )
@@ -327,7 +329,7 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
 
 
 # A records row as change_of reads it.
-CHANGE_COLUMNS = "id, kind, version, deleted, data, sealed, changed_at, updated_at"
+CHANGE_COLUMNS = "id, kind, version, deleted, data::text AS data, sealed, changed_at, updated_at"
 
 
 def change_of(row: Any, key: DataKey | None) -> Change:
@@ -337,7 +339,7 @@ def change_of(row: Any, key: DataKey | None) -> Change:
         kind=row.kind,
         version=row.version,
         deleted=row.deleted,
-        data={} if row.deleted else reveal(key, row.id, row.data, row.sealed),
+        data={} if row.deleted else reveal(key, row.id, _data.decode(row.data), row.sealed),
         changed_at=row.changed_at,
         updated_at=row.updated_at,
     )
