@@ -384,7 +384,12 @@ async def main() -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--api-processes", type=int, default=None, help="API_PROCESSES for the server")
+    parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="API_PROCESSES of the server (default: one per core)",
+    )
     args = parser.parse_args()
 
     base = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
@@ -407,8 +412,7 @@ async def main() -> None:
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "1024",
     }
-    if args.api_processes:
-        env["API_PROCESSES"] = str(args.api_processes)
+    env["API_PROCESSES"] = str(args.api_processes)
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", "run", env=env)
     try:
         base_url = f"http://127.0.0.1:{args.port}"
@@ -424,6 +428,7 @@ async def main() -> None:
 
 def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Figures]) -> None:
     print(f"\nsync: {args.devices} devices x {args.batches} batches x {args.size} records")
+    print(f"API processes: {args.api_processes} (API_PROCESSES)")
     print(f"first sync: {FIRST_SYNC_RECORDS:,} records, pages of {PULL_LIMIT_DEFAULT}")
     print(
         f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'API cpu/item':>13} "
