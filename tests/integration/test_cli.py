@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -16,7 +17,7 @@ from sqlalchemy.engine import make_url
 from service.db import migrate
 from service.db.engine import drop_database
 from service.settings import Settings
-from tests.integration.processes import environment, free_port, start
+from tests.integration.processes import environment, eventually, free_port, start
 
 
 async def _wait_for(url: str, within_s: float = 30.0) -> httpx.Response:
@@ -49,6 +50,50 @@ async def test_run_serves_health_and_readiness_then_stops_on_ctrl_c(settings: Se
     finally:
         if process.poll() is None:
             process.kill()
+
+
+async def test_run_with_two_api_processes_serves_from_both_and_stops(settings: Settings, database: str) -> None:
+    """API_PROCESSES: both processes answer on one port, and Ctrl-C stops them all."""
+    port = free_port()
+    process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
+    try:
+        assert (await _wait_for(f"http://127.0.0.1:{port}/healthz")).status_code == 200
+
+        async def children() -> list[int]:
+            return await asyncio.to_thread(api_processes, process.pid)
+
+        async def both_serving() -> list[int] | None:
+            pids = await children()
+            return pids if len(pids) >= 2 else None
+
+        serving = await eventually(both_serving)
+        async with httpx.AsyncClient() as http:
+            answers = await asyncio.gather(*(http.get(f"http://127.0.0.1:{port}/readyz") for _ in range(20)))
+        assert {answer.status_code for answer in answers} == {200}
+        process.send_signal(signal.SIGINT)
+        output, _ = await asyncio.to_thread(process.communicate, timeout=30)
+        assert b"Traceback" not in output
+        assert not any(alive(pid) for pid in serving or []), "no API process outlives Ctrl-C"
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def api_processes(parent: int) -> list[int]:
+    """The serving processes uvicorn spawned (not multiprocessing's resource tracker)."""
+    found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, check=False)
+    serving = []
+    for pid in (int(pid) for pid in found.stdout.split()):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                serving.append(pid)
+        except OSError:
+            continue  # gone meanwhile
+    return serving
+
+
+def alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 async def test_migrate_creates_a_missing_database(settings: Settings) -> None:
