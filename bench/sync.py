@@ -297,6 +297,14 @@ WHERE user_id = $1 AND seq > $2 ORDER BY seq LIMIT $3
 """
 
 
+def statement(pool: asyncpg.Pool, sql: str, values: tuple[Any, ...]) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        async with pool.acquire() as conn:
+            await conn.execute(sql, *values)
+
+    return call
+
+
 async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
     at = datetime.now(UTC)
     stamp = at.isoformat()
@@ -317,12 +325,7 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
             uuid.UUID(device),
             seq,
         )
-
-        async def call() -> None:
-            async with pool.acquire() as conn:
-                await conn.execute(_RAW_INGEST, *values)
-
-        return call
+        return statement(pool, _RAW_INGEST, values)
 
     calls = [
         [ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
@@ -340,12 +343,7 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
             uuid.UUID(device),
             seq,
         )
-
-        async def call() -> None:
-            async with pool.acquire() as conn:
-                await conn.execute(_RAW_UPDATE, *values)
-
-        return call
+        return statement(pool, _RAW_UPDATE, values)
 
     calls = [
         [
