@@ -14,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 
 from schemas.base import MAX_BODY_BYTES
+from service import heap
 from service.api.account import AccountController
 from service.api.admin import AdminController
 from service.api.auth import AuthController
@@ -41,7 +42,9 @@ from service.sync_batch import Syncer
 
 def app_from_environment() -> Litestar:
     """The app of one of several API processes (API_PROCESSES), each reading the same environment."""
-    return create_app(Settings.from_env())
+    app = create_app(Settings.from_env())
+    heap.settle()
+    return app
 
 
 def create_app(settings: Settings) -> Litestar:

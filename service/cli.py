@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from service import heap
 from service.envelope import EnvelopeError, MasterKeys
 from service.settings import Settings, SettingsError
 
@@ -97,8 +98,10 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
         # Each process builds its own app from the same environment; uvicorn shares the socket.
         uvicorn.run("service.app:app_from_environment", factory=True, workers=settings.api_processes, **options)
         return 0
+    app = create_app(settings)
+    heap.settle()
     try:
-        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        uvicorn.Server(uvicorn.Config(app, **options)).run()
     except KeyboardInterrupt:
         return 130  # stopped by Ctrl-C after a graceful shutdown
     return 0
@@ -107,7 +110,9 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
 def _run_worker(settings: Settings) -> int:
     from workers.main import create_worker
 
-    create_worker(settings).run()
+    worker = create_worker(settings)
+    heap.settle()
+    worker.run()
     return 0
 
 
