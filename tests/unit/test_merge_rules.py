@@ -14,6 +14,7 @@ import pytest
 from service.sync.clock import MAX_SKEW, clamp
 from service.sync.merge import Outcome, Policy, Refused, apply_batch, apply_mutation
 from service.sync.model import HistoryEntry, Mutation, Op, Record
+from service.sync.text import merge_text
 from tests.simulator import Device, MemoryServer
 
 A = UUID("00000000-0000-0000-0000-00000000000a")
@@ -106,6 +107,21 @@ def test_long_text_edits_in_different_places_merge() -> None:
         "I felt calm today at the quiet lake",
         "Honestly I felt calm today at the lake",
     )
+
+
+def test_a_long_entry_edited_near_its_start_and_its_end_keeps_both_edits() -> None:
+    middle = " ".join(f"sentence {n} of a long evening entry." for n in range(80))
+    base = f"Today {middle} Tomorrow."
+    theirs = f"Today, gently, {middle} Tomorrow."
+    yours = f"Today {middle} Tomorrow I rest."
+    assert merge_text(base, theirs, yours) == f"Today, gently, {middle} Tomorrow I rest."
+    assert merge_text(base, yours, theirs) == merge_text(base, theirs, yours)
+
+
+def test_a_long_entry_extended_at_its_end_by_both_sides_is_an_overlap() -> None:
+    base = " ".join(f"line {n}." for n in range(200))
+    assert merge_text(base, f"{base} first", f"{base} second") is None
+    assert merge_text(base, f"{base} same", f"{base} same") == f"{base} same"
 
 
 def test_overlapping_text_edits_the_later_change_wins_yours() -> None:
