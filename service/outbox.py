@@ -32,12 +32,16 @@ CHANNEL = "kindsync_outbox"
 _json = msgspec.json.Encoder()
 
 
-async def emit(conn: AsyncConnection, user_id: UUID, kind: str, payload: dict[str, Any]) -> None:
-    """Record an event in the caller's transaction; the relay hears of it at commit."""
-    await conn.exec_driver_sql(
+async def emit(conn: Any, user_id: UUID, kind: str, payload: dict[str, Any]) -> None:
+    """Record an event in the caller's transaction (on its asyncpg connection, as the sync path
+    holds it); the relay hears of it at commit."""
+    await conn.execute(
         "WITH event AS (INSERT INTO outbox (user_id, kind, payload) VALUES ($1, $2, $3::jsonb) RETURNING id) "
         "SELECT pg_notify($4, '') FROM event",
-        (user_id, kind, _json.encode(payload).decode(), CHANNEL),
+        user_id,
+        kind,
+        _json.encode(payload).decode(),
+        CHANNEL,
     )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas import records as kinds
 from schemas.jobs import RECORDS_CHANGED
@@ -36,6 +35,7 @@ from schemas.sync import (
 from service import outbox
 from service.db import keys as data_keys
 from service.db import sync as queries
+from service.db.sync import Driver
 from service.envelope import DataKey, MasterKeys
 from service.insights.assessments import derive
 from service.problems import ProblemError
@@ -73,16 +73,17 @@ class Syncer:
         # Told of each newly applied batch's results (not of replays): the metrics count them.
         self._on_applied = on_applied
 
-    async def run(self, conn: AsyncConnection, user_id: UUID, request: SyncRequest) -> SyncResponse:
+    async def run(self, conn: Driver, user_id: UUID, request: SyncRequest) -> SyncResponse:
+        """In the caller's transaction on `conn`, an asyncpg connection (queries.Driver)."""
         _check_request(request)
         now = datetime.now(UTC)
         after = self._position(request.cursor, now)
         if not request.mutations:
-            found = await data_keys.load(conn, self._master, user_id)
+            found = await data_keys.read(conn, self._master, user_id)
             return await self._pull(conn, user_id, found, request, after, None, None, [], now)
 
-        last_seq = await queries.lock_user(conn, user_id)
-        key = await data_keys.load_or_create(conn, self._master, user_id)
+        last_seq, held = await queries.lock_user(conn, user_id)
+        key = await data_keys.read_or_create(conn, self._master, user_id, held)
         request_hash = _request_hash(request)
         stored = await queries.find_batch(conn, key, request.batch_id)
         if stored is not None:
@@ -98,7 +99,7 @@ class Syncer:
         current = await queries.load_records(conn, key, ids)
         since = _history_needed(current, mutations)
         history = await queries.load_history(conn, key, since)
-        seen = await queries.applied_fingerprints(conn, user_id, ids, [m.fingerprint for m in mutations])
+        seen = await queries.applied_fingerprints(conn, user_id, mutations)
 
         before = {record_id: record.version for record_id, record in current.items()}
         core_results, written = apply_batch(current, history, seen, prepared, POLICY)
@@ -135,7 +136,7 @@ class Syncer:
 
     async def _pull(
         self,
-        conn: AsyncConnection,
+        conn: Driver,
         user_id: UUID,
         key: DataKey | None,
         request: SyncRequest,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
@@ -18,7 +19,6 @@ from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.problems import FieldError
@@ -26,6 +26,7 @@ from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
 from service.db import keys as data_keys
 from service.db import sync as queries
+from service.db.engine import driver_connection, driver_transaction
 from service.db.errors import owner_gone
 from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
@@ -117,9 +118,9 @@ class SyncController(Controller):
         """Push this device's queued mutations and pull every change it has not seen."""
         sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
         try:
-            async with engine.begin() as conn:
+            async with driver_transaction(engine) as conn:
                 answer = await syncer.run(conn, request.user.user_id, sync_request)
-        except IntegrityError as error:
+        except asyncpg.ForeignKeyViolationError as error:
             if owner_gone(error):
                 raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
             raise
@@ -135,9 +136,9 @@ class SyncController(Controller):
         master_keys: NamedDependency[MasterKeys],
     ) -> BatchReceipt:
         """What became of a batch this user sent, without sending anything again."""
-        async with engine.connect() as conn:
+        async with driver_connection(engine) as conn:
             # Whoever sent a batch has a data key: it is made with their first write.
-            key = await data_keys.load(conn, master_keys, request.user.user_id)
+            key = await data_keys.read(conn, master_keys, request.user.user_id)
             stored = await queries.find_batch(conn, key, batch_id) if key else None
         if stored is None:
             raise ProblemError(404, "not-found", "No batch with this id was received from you.")

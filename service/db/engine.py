@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 import asyncpg
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.settings import Settings
 
@@ -23,6 +27,30 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_recycle=1800,
         connect_args={"timeout": 5, "command_timeout": 30},
     )
+
+
+@asynccontextmanager
+async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A transaction on the asyncpg connection of a pooled connection, for the statements of
+    the hot path; the connection goes back to the engine's pool (checked as any other)."""
+    async with engine.connect() as conn:
+        driver = await _driver(conn)
+        async with driver.transaction():
+            yield driver
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection of a pooled connection, outside a transaction: for single reads."""
+    async with engine.connect() as conn:
+        yield await _driver(conn)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    driver = (await conn.get_raw_connection()).driver_connection
+    if driver is None:
+        raise RuntimeError("a pooled connection without its driver connection")
+    return driver
 
 
 def _server_dsn(url: URL, database: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -9,6 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service.envelope import DataKey, MasterKeys, WrappedKey
 
 _SELECT = "SELECT master_key_id, wrapped FROM data_keys WHERE user_id = $1"
+_INSERT = (
+    "INSERT INTO data_keys (user_id, master_key_id, wrapped) VALUES ($1, $2, $3) "
+    "ON CONFLICT (user_id) DO NOTHING RETURNING user_id"
+)
 
 
 async def load(conn: AsyncConnection, master: MasterKeys, user_id: UUID) -> DataKey | None:
@@ -16,20 +21,23 @@ async def load(conn: AsyncConnection, master: MasterKeys, user_id: UUID) -> Data
     return master.unwrap(user_id, WrappedKey(row.master_key_id, bytes(row.wrapped))) if row else None
 
 
-async def load_or_create(conn: AsyncConnection, master: MasterKeys, user_id: UUID) -> DataKey:
-    """The person's key, made now if they have none; two first writes at once still end with one key."""
-    found = await load(conn, master, user_id)
-    if found is not None:
-        return found
+async def read(conn: Any, master: MasterKeys, user_id: UUID) -> DataKey | None:
+    """`load` on an asyncpg connection (the sync path's)."""
+    row = await conn.fetchrow(_SELECT, user_id)
+    return master.unwrap(user_id, WrappedKey(row[0], row[1])) if row else None
+
+
+async def read_or_create(conn: Any, master: MasterKeys, user_id: UUID, held: WrappedKey | None) -> DataKey:
+    """The person's key, made now if they have none; two first writes at once still end with one key.
+
+    On the sync path's asyncpg connection, given the key as the lock statement read it (if any).
+    """
+    if held is not None:
+        return master.unwrap(user_id, held)
     key, wrapped = master.new_data_key(user_id)
-    inserted = await conn.exec_driver_sql(
-        "INSERT INTO data_keys (user_id, master_key_id, wrapped) VALUES ($1, $2, $3) "
-        "ON CONFLICT (user_id) DO NOTHING RETURNING user_id",
-        (user_id, wrapped.master_key_id, wrapped.wrapped),
-    )
-    if inserted.first() is not None:
+    if await conn.fetchval(_INSERT, user_id, wrapped.master_key_id, wrapped.wrapped) is not None:
         return key
-    made_meanwhile = await load(conn, master, user_id)
+    made_meanwhile = await read(conn, master, user_id)
     if made_meanwhile is None:
         raise RuntimeError("a data key was made concurrently but cannot be read")
     return made_meanwhile

@@ -1,9 +1,12 @@
 """Queries of the sync path: a handful of statements per batch, never one per mutation.
 
-They run through the asyncpg driver (`exec_driver_sql`) so whole batches go
-in as arrays (`unnest`) with asyncpg's own codecs, inside the caller's
-SQLAlchemy transaction. What people wrote is sealed here on the way in and
-opened on the way out (service/envelope.py), so the rules above see whole records.
+Whole batches go in as arrays (`unnest`) with asyncpg's own codecs. The
+statements of a sync round trip are sent on the asyncpg connection itself
+(`Driver`, from service.db.engine.driver_transaction): SQLAlchemy's work per
+statement cost more than the statement. The rest (workers, the records API)
+runs through SQLAlchemy connections. What people wrote is sealed here on the
+way in and opened on the way out (service/envelope.py), so the rules above
+see whole records.
 """
 
 from __future__ import annotations
@@ -17,8 +20,12 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.sync import Change, HistoryVersion, MutationResult
-from service.envelope import DataKey, Sealer, reveal
-from service.sync.model import HistoryEntry, Record, Stamp, Written
+from service.envelope import DataKey, Sealer, WrappedKey, reveal
+from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
+
+# An asyncpg connection in a transaction (service.db.engine.driver_transaction): the sync path's
+# statements go to the driver directly, without SQLAlchemy's work per statement.
+Driver = Any
 
 _stamps = msgspec.json.Decoder(dict[str, Stamp])
 # JSONB is read as text and decoded here: msgspec is several times faster than the driver's json.loads.
@@ -42,81 +49,95 @@ class Numbered(msgspec.Struct, frozen=True, array_like=True):
     change: Change
 
 
-async def lock_user(conn: AsyncConnection, user_id: UUID) -> int:
-    """Take this person's write lock until commit; answers their last change number."""
-    result = await conn.exec_driver_sql(
-        "INSERT INTO sync_state (user_id) VALUES ($1) "
-        "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq",
-        (user_id,),
+async def lock_user(conn: Driver, user_id: UUID) -> tuple[int, WrappedKey | None]:
+    """Take this person's write lock until commit; answers their last change number and their
+    data key as stored, if they have one (a key made by a write that committed while this one
+    waited for the lock is not seen: keys.read_or_create finds it)."""
+    row = await conn.fetchrow(
+        "WITH locked AS (INSERT INTO sync_state (user_id) VALUES ($1) "
+        "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq) "
+        "SELECT locked.last_seq, k.master_key_id, k.wrapped FROM locked LEFT JOIN data_keys k ON k.user_id = $1",
+        user_id,
     )
-    return int(result.scalar_one())
+    return int(row[0]), WrappedKey(row[1], row[2]) if row[1] is not None else None
 
 
-async def find_batch(conn: AsyncConnection, key: DataKey, batch_id: UUID) -> StoredBatch | None:
-    row = (
-        await conn.exec_driver_sql(
-            "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", (key.owner, batch_id)
-        )
-    ).first()
+async def find_batch(conn: Driver, key: DataKey, batch_id: UUID) -> StoredBatch | None:
+    row = await conn.fetchrow(
+        "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", key.owner, batch_id
+    )
     if row is None:
         return None
-    return StoredBatch(bytes(row.request_hash), _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row.results)))
+    return StoredBatch(row[0], _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row[1])))
 
 
 async def store_batch(
-    conn: AsyncConnection, key: DataKey, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
+    conn: Driver, key: DataKey, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
 ) -> None:
     """Keep a batch's answer so a retry gets the same one: msgpack, sealed, since it repeats records and conflicts."""
     sealed = key.seal_bytes(_BATCH, batch_id, _results_encoder.encode(results))
     merged = sum(r.status == "merged" for r in results)
     rejected = sum(r.status == "rejected" for r in results)
-    await conn.exec_driver_sql(
+    await conn.execute(
         "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        (key.owner, batch_id, request_hash, sealed, len(results), merged, rejected),
+        key.owner,
+        batch_id,
+        request_hash,
+        sealed,
+        len(results),
+        merged,
+        rejected,
     )
 
 
-async def load_records(conn: AsyncConnection, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
-    result = await conn.exec_driver_sql(
-        "SELECT id, kind, version, deleted, data::text AS data, sealed, stamps::text AS stamps, changed_at, device_id "
-        "FROM records WHERE user_id = $1 AND id = ANY($2::uuid[])",
-        (key.owner, list(ids)),
+async def load_records(conn: Driver, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
+    # One index probe per id (a LATERAL join), whatever the planner knows of the table: with
+    # `id = ANY(…)` and no statistics yet (a new table, or after a bulk load) it reads all of the
+    # person's rows instead, and the time grows with their history. OFFSET 0 keeps the planner
+    # from flattening the subquery back into that form. applied_fingerprints does the same.
+    rows = await conn.fetch(
+        "SELECT r.id, r.kind, r.version, r.deleted, r.data::text, r.sealed, r.stamps::text, r.changed_at, "
+        "r.device_id FROM unnest($2::uuid[]) AS q(id) "
+        "CROSS JOIN LATERAL (SELECT * FROM records WHERE user_id = $1 AND id = q.id OFFSET 0) r",
+        key.owner,
+        ids,
     )
     return {
-        row.id: Record(
-            id=row.id,
-            kind=row.kind,
-            version=row.version,
-            deleted=row.deleted,
-            data=reveal(key, row.id, _data.decode(row.data), row.sealed),
-            stamps=_stamps.decode(row.stamps),
-            changed_at=row.changed_at,
-            device_id=row.device_id,
+        row[0]: Record(
+            id=row[0],
+            kind=row[1],
+            version=row[2],
+            deleted=row[3],
+            data=reveal(key, row[0], _data.decode(row[4]), row[5]),
+            stamps=_stamps.decode(row[6]),
+            changed_at=row[7],
+            device_id=row[8],
         )
-        for row in result
+        for row in rows
     }
 
 
-async def load_history(
-    conn: AsyncConnection, key: DataKey, since: dict[UUID, int]
-) -> dict[UUID, dict[int, HistoryEntry]]:
+async def load_history(conn: Driver, key: DataKey, since: dict[UUID, int]) -> dict[UUID, dict[int, HistoryEntry]]:
     """The versions of each record from the given version on."""
     history: dict[UUID, dict[int, HistoryEntry]] = {}
     if not since:
         return history
-    result = await conn.exec_driver_sql(
+    rows = await conn.fetch(
         f"SELECT {VERSION_COLUMNS} "  # noqa: S608
         "FROM record_versions v JOIN unnest($2::uuid[], $3::int[]) AS q(id, since) "
         "ON v.record_id = q.id AND v.version >= q.since WHERE v.user_id = $1",
-        (key.owner, list(since), list(since.values())),
+        key.owner,
+        list(since),
+        list(since.values()),
     )
-    for row in result:
-        history.setdefault(row.record_id, {})[row.version] = history_entry(row, key)
+    for row in rows:
+        entry = history_entry(row, key)
+        history.setdefault(row[0], {})[entry.version] = entry
     return history
 
 
-# A version as history_entry reads it.
+# A version as history_entry reads it, by position (SQLAlchemy and asyncpg rows alike).
 VERSION_COLUMNS = "v.record_id, v.version, v.deleted, v.data::text AS data, v.sealed, v.changed_at, v.device_id"
 
 
@@ -127,24 +148,25 @@ def history_version(row: Any, key: DataKey | None) -> HistoryVersion:
 
 def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
     return HistoryEntry(
-        version=row.version,
-        deleted=row.deleted,
-        data=reveal(key, row.record_id, _data.decode(row.data), row.sealed),
-        changed_at=row.changed_at,
-        device_id=row.device_id,
+        version=row[1],
+        deleted=row[2],
+        data=reveal(key, row[0], _data.decode(row[3]), row[4]),
+        changed_at=row[5],
+        device_id=row[6],
     )
 
 
-async def applied_fingerprints(
-    conn: AsyncConnection, user_id: UUID, ids: Sequence[UUID], fingerprints: Sequence[bytes]
-) -> dict[bytes, int]:
+async def applied_fingerprints(conn: Driver, user_id: UUID, mutations: Sequence[Mutation]) -> dict[bytes, int]:
     """Which of these mutations already produced a version, and which."""
-    result = await conn.exec_driver_sql(
-        "SELECT fingerprint, version FROM record_versions "
-        "WHERE user_id = $1 AND record_id = ANY($2::uuid[]) AND fingerprint = ANY($3::bytea[])",
-        (user_id, list(ids), list(fingerprints)),
+    rows = await conn.fetch(
+        "SELECT v.fingerprint, v.version FROM unnest($2::uuid[], $3::bytea[]) AS q(id, fingerprint) "
+        "CROSS JOIN LATERAL (SELECT * FROM record_versions WHERE user_id = $1 AND record_id = q.id OFFSET 0) v "
+        "WHERE v.fingerprint = q.fingerprint",
+        user_id,
+        [m.id for m in mutations],
+        [m.fingerprint for m in mutations],
     )
-    return {bytes(row.fingerprint): row.version for row in result}
+    return {row[0]: row[1] for row in rows}
 
 
 async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], sealer: Sealer) -> None:
@@ -231,7 +253,7 @@ RETURNING updated_at
 
 
 async def save_batch(
-    conn: AsyncConnection,
+    conn: Driver,
     key: DataKey,
     written: Sequence[Written],
     numbered: Sequence[tuple[int, Record]],
@@ -243,27 +265,25 @@ async def save_batch(
     newest = {version.record_id: n for n, version in enumerate(written, start=1)}
     sealer = Sealer({key.owner: key})
     stored = [sealer.seal(key.owner, v.record_id, v.data) for v in written]
-    result = await conn.exec_driver_sql(
+    updated_at: datetime | None = await conn.fetchval(
         _SAVE_BATCH,
-        (
-            key.owner,
-            [v.record_id for v in written],
-            [v.version for v in written],
-            [v.kind for v in written],
-            [v.deleted for v in written],
-            [_json.encode(plain).decode() for plain, _ in stored],
-            [sealed for _, sealed in stored],
-            [v.changed_at for v in written],
-            [v.device_id for v in written],
-            [v.fingerprint for v in written],
-            [newest[r.id] for _, r in numbered],
-            [_json.encode(r.stamps).decode() for _, r in numbered],
-            [r.changed_at for _, r in numbered],
-            [seq for seq, _ in numbered],
-            last_seq,
-        ),
+        key.owner,
+        [v.record_id for v in written],
+        [v.version for v in written],
+        [v.kind for v in written],
+        [v.deleted for v in written],
+        [_json.encode(plain).decode() for plain, _ in stored],
+        [sealed for _, sealed in stored],
+        [v.changed_at for v in written],
+        [v.device_id for v in written],
+        [v.fingerprint for v in written],
+        [newest[r.id] for _, r in numbered],
+        [_json.encode(r.stamps).decode() for _, r in numbered],
+        [r.changed_at for _, r in numbered],
+        [seq for seq, _ in numbered],
+        last_seq,
     )
-    return result.scalars().first() or datetime.now().astimezone()
+    return updated_at or datetime.now().astimezone()
 
 
 async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:
@@ -278,22 +298,27 @@ async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, 
 
 
 async def pull(
-    conn: AsyncConnection, user_id: UUID, key: DataKey | None, after: int, up_to: int | None, limit: int
+    conn: Driver, user_id: UUID, key: DataKey | None, after: int, up_to: int | None, limit: int
 ) -> list[Numbered]:
     """Records changed after `after` (and not after `up_to`), oldest change first."""
-    result = await conn.exec_driver_sql(
+    rows = await conn.fetch(
         f"SELECT {CHANGE_COLUMNS}, seq FROM records "  # noqa: S608
         "WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4",
-        (user_id, after, up_to, limit),
+        user_id,
+        after,
+        up_to,
+        limit,
     )
-    return [Numbered(seq=row.seq, change=change_of(row, key)) for row in result]
+    return [Numbered(seq=row[8], change=change_of(row, key)) for row in rows]
 
 
-async def remember_cursor(conn: AsyncConnection, user_id: UUID, device_id: UUID, seq: int) -> None:
-    await conn.exec_driver_sql(
+async def remember_cursor(conn: Driver, user_id: UUID, device_id: UUID, seq: int) -> None:
+    await conn.execute(
         "INSERT INTO device_cursors (user_id, device_id, seq) VALUES ($1, $2, $3) "
         "ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()",
-        (user_id, device_id, seq),
+        user_id,
+        device_id,
+        seq,
     )
 
 
@@ -328,20 +353,20 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
     return [(row.id, row.kind, row.version) for row in result]
 
 
-# A records row as change_of reads it.
+# A records row as change_of reads it, by position (SQLAlchemy and asyncpg rows alike).
 CHANGE_COLUMNS = "id, kind, version, deleted, data::text AS data, sealed, changed_at, updated_at"
 
 
 def change_of(row: Any, key: DataKey | None) -> Change:
     """A records row as the app receives it: a deleted record carries no data."""
     return Change(
-        id=row.id,
-        kind=row.kind,
-        version=row.version,
-        deleted=row.deleted,
-        data={} if row.deleted else reveal(key, row.id, _data.decode(row.data), row.sealed),
-        changed_at=row.changed_at,
-        updated_at=row.updated_at,
+        id=row[0],
+        kind=row[1],
+        version=row[2],
+        deleted=row[3],
+        data={} if row[3] else reveal(key, row[0], _data.decode(row[4]), row[5]),
+        changed_at=row[6],
+        updated_at=row[7],
     )
 
 

@@ -48,4 +48,8 @@ async def test_deleting_an_account_leaves_nothing_of_the_person(client: Client, 
     assert_problem(await client.post("/v1/auth/refresh", json={"refresh_token": refreshed["refresh_token"]}), 401)
     sync = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "mutations": []}
     assert_problem(await client.post("/v1/sync", json=sync, headers=bearer(refreshed)), 401)
+    change = {"id": str(uuid.uuid4()), "kind": "mood_checkin", "op": "upsert", "base_version": 0}
+    change |= {"changed_at": NOON.isoformat(), "data": {"occurred_at": NOON.isoformat(), "mood": 5}}
+    pushed = await client.post("/v1/sync", json={**sync, "mutations": [change]}, headers=bearer(refreshed))
+    assert_problem(pushed, 401)
     assert_problem(await client.get("/v1/account/export", headers=bearer(refreshed)), 401)
