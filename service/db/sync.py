@@ -226,24 +226,45 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
     return result.scalars().first() or datetime.now().astimezone()
 
 
+class _Saved(msgspec.Struct, omit_defaults=True):
+    """A new version as save_batch sends it; the newest of its record also carries the record's
+    stamps, time and change number, and becomes the record's current state."""
+
+    record_id: UUID
+    version: int
+    kind: str
+    deleted: bool
+    data: dict[str, Any]
+    sealed: bytes | None
+    changed_at: datetime
+    device_id: UUID
+    fingerprint: bytes | None
+    stamps: dict[str, Stamp] | None = None
+    record_changed_at: datetime | None = None
+    seq: int | None = None
+
+
+# The batch goes in as one JSON document (msgspec writes it in one call; Postgres parses it)
+# rather than as a dozen typed arrays, which asyncpg encodes value by value in Python.
 _SAVE_BATCH = """
 WITH v AS (
-    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::bool[], $6::jsonb[], $7::bytea[],
-                         $8::timestamptz[], $9::uuid[], $10::bytea[])
-        WITH ORDINALITY AS v(record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint, n)
+    SELECT * FROM json_to_recordset($2::json) AS v(record_id uuid, version int, kind text, deleted bool,
+        data jsonb, sealed text, changed_at timestamptz, device_id uuid, fingerprint text, stamps jsonb,
+        record_changed_at timestamptz, seq bigint)
 ), history AS (
     INSERT INTO record_versions
         (user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint)
-    SELECT $1, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint FROM v
+    SELECT $1, record_id, version, kind, deleted, data, decode(sealed, 'base64'), changed_at, device_id,
+           decode(fingerprint, 'base64')
+    FROM v
 ), numbered AS (
-    UPDATE sync_state SET last_seq = $15 WHERE user_id = $1
+    UPDATE sync_state SET last_seq = $3 WHERE user_id = $1
 )
 INSERT INTO records
     (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
-SELECT $1, v.record_id, v.kind, v.version, v.deleted, v.data, v.sealed, c.stamps, c.changed_at, v.device_id,
-       c.seq, now()
-FROM unnest($11::bigint[], $12::jsonb[], $13::timestamptz[], $14::bigint[]) AS c(n, stamps, changed_at, seq)
-JOIN v ON v.n = c.n
+SELECT $1, record_id, kind, version, deleted, data, decode(sealed, 'base64'), stamps, record_changed_at,
+       device_id, seq, now()
+FROM v WHERE seq IS NOT NULL
 ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
     deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
     changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq,
@@ -261,28 +282,18 @@ async def save_batch(
 ) -> datetime:
     """One sync batch's writes in one statement: its new versions, the new current states and the
     person's last change number. Each current state is its record's newest version, so its data and
-    blob are sent once and the records rows point at them; answers the write time."""
-    newest = {version.record_id: n for n, version in enumerate(written, start=1)}
-    sealer = Sealer({key.owner: key})
-    stored = [sealer.seal(key.owner, v.record_id, v.data) for v in written]
-    updated_at: datetime | None = await conn.fetchval(
-        _SAVE_BATCH,
-        key.owner,
-        [v.record_id for v in written],
-        [v.version for v in written],
-        [v.kind for v in written],
-        [v.deleted for v in written],
-        [_json.encode(plain).decode() for plain, _ in stored],
-        [sealed for _, sealed in stored],
-        [v.changed_at for v in written],
-        [v.device_id for v in written],
-        [v.fingerprint for v in written],
-        [newest[r.id] for _, r in numbered],
-        [_json.encode(r.stamps).decode() for _, r in numbered],
-        [r.changed_at for _, r in numbered],
-        [seq for seq, _ in numbered],
-        last_seq,
-    )
+    blob are sent once; answers the write time."""
+    current = {record.id: (seq, record) for seq, record in numbered}
+    newest = {version.record_id: n for n, version in enumerate(written)}
+    rows = []
+    for n, v in enumerate(written):
+        plain, sealed = key.seal(v.record_id, v.data)
+        row = _Saved(v.record_id, v.version, v.kind, v.deleted, plain, sealed, v.changed_at, v.device_id, v.fingerprint)
+        if newest[v.record_id] == n and v.record_id in current:
+            seq, record = current[v.record_id]
+            row.stamps, row.record_changed_at, row.seq = record.stamps, record.changed_at, seq
+        rows.append(row)
+    updated_at: datetime | None = await conn.fetchval(_SAVE_BATCH, key.owner, _json.encode(rows).decode(), last_seq)
     return updated_at or datetime.now().astimezone()
 
 
