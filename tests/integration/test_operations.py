@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 from arq.connections import ArqRedis
@@ -242,3 +243,28 @@ async def test_a_worker_serves_its_own_metrics(settings: Settings, database: str
     finally:
         process.terminate()
         await asyncio.to_thread(process.wait, 20)
+
+
+async def test_a_sync_after_postgres_closed_the_pooled_connection_succeeds(settings: Settings, database: str) -> None:
+    """Postgres restarting (here: the backend behind the app's pooled connection terminated)
+    costs the next request nothing: the closed connection is replaced when taken from the pool."""
+    admin = await asyncpg.connect(settings.database_url)
+    others = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    try:
+        before = {row["pid"] for row in await admin.fetch(others)}
+        app = create_app(msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=0))
+        async with serve(app) as client:
+            phone = Phone(client, await anonymous(client))
+            mood = {"occurred_at": datetime.now(UTC).isoformat(), "mood": 4}
+            await phone.sync(upsert(new_id(), "mood_checkin", mood))
+            apps = {row["pid"] for row in await admin.fetch(others)} - before
+            assert apps, "the app holds a pooled connection"
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", list(apps))
+            await asyncio.sleep(0.2)  # the close reaches the app's connection
+
+            answer = await phone.sync(upsert(new_id(), "mood_checkin", mood))
+
+            assert [r["status"] for r in answer["results"]] == ["applied"]
+            assert {row["pid"] for row in await admin.fetch(others)} - before - apps, "a new connection"
+    finally:
+        await admin.close()
