@@ -1,7 +1,8 @@
 """Events written with the change they describe, and the relay that queues them.
 
-Postgres is the source of truth for events too: `emit` writes in the
-caller's transaction (and notifies the relay at commit). The relay moves
+Postgres is the source of truth for events too: they are written in the
+transaction of the change they describe (the sync path's write statement,
+service/db/sync.py), with a NOTIFY on CHANNEL that wakes the relay at commit. The relay moves
 unpublished events to arq with the event id as the job id, under
 `FOR UPDATE SKIP LOCKED` so several relays can share the work; if Redis is
 down the events simply wait. Jobs may run more than once: each is idempotent.
@@ -12,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from typing import Any
-from uuid import UUID
 
 import asyncpg
-import msgspec
 import structlog
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
@@ -29,20 +27,6 @@ from schemas.jobs import EVENT_JOBS
 log = structlog.get_logger(__name__)
 
 CHANNEL = "kindsync_outbox"
-_json = msgspec.json.Encoder()
-
-
-async def emit(conn: Any, user_id: UUID, kind: str, payload: dict[str, Any]) -> None:
-    """Record an event in the caller's transaction (on its asyncpg connection, as the sync path
-    holds it); the relay hears of it at commit."""
-    await conn.execute(
-        "WITH event AS (INSERT INTO outbox (user_id, kind, payload) VALUES ($1, $2, $3::jsonb) RETURNING id) "
-        "SELECT pg_notify($4, '') FROM event",
-        user_id,
-        kind,
-        _json.encode(payload).decode(),
-        CHANNEL,
-    )
 
 
 async def prune(conn: AsyncConnection, older_than: timedelta) -> int:

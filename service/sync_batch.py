@@ -32,7 +32,6 @@ from schemas.sync import (
 from schemas.sync import (
     MutationError as WireError,
 )
-from service import outbox
 from service.db import keys as data_keys
 from service.db import sync as queries
 from service.db.sync import Driver
@@ -82,8 +81,9 @@ class Syncer:
             found = await data_keys.read(conn, self._master, user_id)
             return await self._pull(conn, user_id, found, request, after, None, None, [], now)
 
-        last_seq, held = await queries.lock_user(conn, user_id)
-        key = await data_keys.read_or_create(conn, self._master, user_id, held)
+        locked = await queries.lock_user(conn, user_id)
+        last_seq = locked.last_seq
+        key = await data_keys.read_or_create(conn, self._master, user_id, locked.key)
         request_hash = _request_hash(request)
         stored = await queries.find_batch(conn, key, request.batch_id)
         if stored is not None:
@@ -105,14 +105,13 @@ class Syncer:
         core_results, written = apply_batch(current, history, seen, prepared, POLICY)
         changed = _changed_in_order(current, before, written)
         numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
-        updated_at = now
-        if numbered:
-            updated_at = await queries.save_batch(conn, key, written, numbered, last_seq + len(numbered))
-            # Ids and kinds only: the workers read what they need from the records.
-            changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, r in numbered]
-            await outbox.emit(conn, user_id, RECORDS_CHANGED, {"records": changed_records})
-        results = [_wire_result(r, updated_at) for r in core_results]
-        await queries.store_batch(conn, key, request.batch_id, request_hash, results)
+        # Ids and kinds only: the workers read what they need from the records.
+        changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, r in numbered]
+        event = (RECORDS_CHANGED, {"records": changed_records}) if numbered else None
+        # The records are stamped with the transaction's time, known since the lock.
+        results = [_wire_result(r, locked.now) for r in core_results]
+        receipt = queries.Receipt(request.batch_id, request_hash, results)
+        await queries.save_batch(conn, key, written, numbered, last_seq + len(numbered), receipt, event)
         if self._on_applied is not None:
             self._on_applied(results)
         return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)

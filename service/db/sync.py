@@ -20,6 +20,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.sync import Change, HistoryVersion, MutationResult
+from service import outbox
 from service.envelope import DataKey, Sealer, WrappedKey, reveal
 from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
 
@@ -49,17 +50,25 @@ class Numbered(msgspec.Struct, frozen=True, array_like=True):
     change: Change
 
 
-async def lock_user(conn: Driver, user_id: UUID) -> tuple[int, WrappedKey | None]:
-    """Take this person's write lock until commit; answers their last change number and their
-    data key as stored, if they have one (a key made by a write that committed while this one
-    waited for the lock is not seen: keys.read_or_create finds it)."""
+class Locked(msgspec.Struct, frozen=True):
+    last_seq: int
+    # The data key as stored, if the person has one (a key made by a write that committed while
+    # this one waited for the lock is not seen: keys.read_or_create finds it).
+    key: WrappedKey | None
+    # The transaction's time: what its writes stamp as updated_at.
+    now: datetime
+
+
+async def lock_user(conn: Driver, user_id: UUID) -> Locked:
+    """Take this person's write lock until commit."""
     row = await conn.fetchrow(
         "WITH locked AS (INSERT INTO sync_state (user_id) VALUES ($1) "
         "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq) "
-        "SELECT locked.last_seq, k.master_key_id, k.wrapped FROM locked LEFT JOIN data_keys k ON k.user_id = $1",
+        "SELECT locked.last_seq, k.master_key_id, k.wrapped, now() "
+        "FROM locked LEFT JOIN data_keys k ON k.user_id = $1",
         user_id,
     )
-    return int(row[0]), WrappedKey(row[1], row[2]) if row[1] is not None else None
+    return Locked(int(row[0]), WrappedKey(row[1], row[2]) if row[1] is not None else None, row[3])
 
 
 async def find_batch(conn: Driver, key: DataKey, batch_id: UUID) -> StoredBatch | None:
@@ -69,26 +78,6 @@ async def find_batch(conn: Driver, key: DataKey, batch_id: UUID) -> StoredBatch 
     if row is None:
         return None
     return StoredBatch(row[0], _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row[1])))
-
-
-async def store_batch(
-    conn: Driver, key: DataKey, batch_id: UUID, request_hash: bytes, results: list[MutationResult]
-) -> None:
-    """Keep a batch's answer so a retry gets the same one: msgpack, sealed, since it repeats records and conflicts."""
-    sealed = key.seal_bytes(_BATCH, batch_id, _results_encoder.encode(results))
-    merged = sum(r.status == "merged" for r in results)
-    rejected = sum(r.status == "rejected" for r in results)
-    await conn.execute(
-        "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        key.owner,
-        batch_id,
-        request_hash,
-        sealed,
-        len(results),
-        merged,
-        rejected,
-    )
 
 
 async def load_records(conn: Driver, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
@@ -244,8 +233,18 @@ class _Saved(msgspec.Struct, omit_defaults=True):
     seq: int | None = None
 
 
-# The batch goes in as one JSON document (msgspec writes it in one call; Postgres parses it)
-# rather than as a dozen typed arrays, which asyncpg encodes value by value in Python.
+class Receipt(msgspec.Struct, frozen=True):
+    """A batch's answer, kept so that a retry gets the same one."""
+
+    batch_id: UUID
+    request_hash: bytes
+    results: list[MutationResult]
+
+
+# One statement writes all of a batch: its versions and the new current states (sent as one JSON
+# document, which msgspec writes in one call and Postgres parses, rather than as a dozen typed
+# arrays that asyncpg encodes value by value), the person's last change number, the event for the
+# workers (with a wake-up for the relay at commit) and the batch's receipt.
 _SAVE_BATCH = """
 WITH v AS (
     SELECT * FROM json_to_recordset($2::json) AS v(record_id uuid, version int, kind text, deleted bool,
@@ -258,18 +257,25 @@ WITH v AS (
            decode(fingerprint, 'base64')
     FROM v
 ), numbered AS (
-    UPDATE sync_state SET last_seq = $3 WHERE user_id = $1
+    UPDATE sync_state SET last_seq = $3 WHERE user_id = $1 AND last_seq <> $3
+), current_states AS (
+    INSERT INTO records
+        (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
+    SELECT $1, record_id, kind, version, deleted, data, decode(sealed, 'base64'), stamps, record_changed_at,
+           device_id, seq, now()
+    FROM v WHERE seq IS NOT NULL
+    ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
+        deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
+        changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq,
+        updated_at = excluded.updated_at
+), receipt AS (
+    INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected)
+    VALUES ($1, $4, $5, $6, $7, $8, $9)
+), event AS (
+    INSERT INTO outbox (user_id, kind, payload) SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL
+    RETURNING id
 )
-INSERT INTO records
-    (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
-SELECT $1, record_id, kind, version, deleted, data, decode(sealed, 'base64'), stamps, record_changed_at,
-       device_id, seq, now()
-FROM v WHERE seq IS NOT NULL
-ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
-    deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
-    changed_at = excluded.changed_at, device_id = excluded.device_id, seq = excluded.seq,
-    updated_at = excluded.updated_at
-RETURNING updated_at
+SELECT pg_notify($12, '') FROM event
 """
 
 
@@ -279,10 +285,15 @@ async def save_batch(
     written: Sequence[Written],
     numbered: Sequence[tuple[int, Record]],
     last_seq: int,
-) -> datetime:
-    """One sync batch's writes in one statement: its new versions, the new current states and the
-    person's last change number. Each current state is its record's newest version, so its data and
-    blob are sent once; answers the write time."""
+    receipt: Receipt,
+    event: tuple[str, dict[str, Any]] | None,
+) -> None:
+    """One sync batch's writes in one statement: its new versions, the new current states (each
+    numbered with its change), the person's last change number (`last_seq`), its event (kind, payload) and its
+    receipt. A current state is its record's newest version: its data and blob are sent once.
+
+    The receipt is sealed (msgpack) since it repeats records and conflicts.
+    """
     current = {record.id: (seq, record) for seq, record in numbered}
     newest = {version.record_id: n for n, version in enumerate(written)}
     rows = []
@@ -293,8 +304,22 @@ async def save_batch(
             seq, record = current[v.record_id]
             row.stamps, row.record_changed_at, row.seq = record.stamps, record.changed_at, seq
         rows.append(row)
-    updated_at: datetime | None = await conn.fetchval(_SAVE_BATCH, key.owner, _json.encode(rows).decode(), last_seq)
-    return updated_at or datetime.now().astimezone()
+    results = receipt.results
+    await conn.execute(
+        _SAVE_BATCH,
+        key.owner,
+        _json.encode(rows).decode(),
+        last_seq,
+        receipt.batch_id,
+        receipt.request_hash,
+        key.seal_bytes(_BATCH, receipt.batch_id, _results_encoder.encode(results)),
+        len(results),
+        sum(r.status == "merged" for r in results),
+        sum(r.status == "rejected" for r in results),
+        event[0] if event else None,
+        _json.encode(event[1]).decode() if event else None,
+        outbox.CHANNEL,
+    )
 
 
 async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:
