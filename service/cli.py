@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from service import heap
+from service import api_processes, heap
 from service.envelope import EnvelopeError, MasterKeys
 from service.settings import Settings, SettingsError
 
@@ -95,9 +95,8 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
         "timeout_graceful_shutdown": 10,
     }
     if settings.api_processes > 1:
-        # Each process builds its own app from the same environment; uvicorn shares the socket.
-        uvicorn.run("service.app:app_from_environment", factory=True, workers=settings.api_processes, **options)
-        return 0
+        # Each process builds its own app from the same environment, on a socket of its own.
+        return api_processes.serve(settings.api_processes, options)
     app = create_app(settings)
     heap.settle()
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,35 +53,45 @@ async def test_run_serves_health_and_readiness_then_stops_on_ctrl_c(settings: Se
             process.kill()
 
 
-async def test_run_with_two_api_processes_serves_from_both_and_stops(settings: Settings, database: str) -> None:
-    """API_PROCESSES: both processes answer on one port, and Ctrl-C stops them all."""
+async def test_run_with_two_api_processes_spreads_connections_over_both_and_stops(
+    settings: Settings, database: str
+) -> None:
+    """API_PROCESSES: connections opened at once (sixteen phones) are answered by both
+    processes, not all by the first to wake; and Ctrl-C stops them all."""
     port = free_port()
     process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
     try:
         assert (await _wait_for(f"http://127.0.0.1:{port}/healthz")).status_code == 200
 
-        async def children() -> list[int]:
-            return await asyncio.to_thread(api_processes, process.pid)
-
         async def both_serving() -> list[int] | None:
-            pids = await children()
-            return pids if len(pids) >= 2 else None
+            pids = await asyncio.to_thread(api_processes, process.pid)
+            listening = [pid for pid in pids if sockets_on(pid, port, state=LISTEN)]
+            return listening if len(listening) >= 2 else None
 
         serving = await eventually(both_serving)
-        async with httpx.AsyncClient() as http:
-            answers = await asyncio.gather(*(http.get(f"http://127.0.0.1:{port}/readyz") for _ in range(20)))
-        assert {answer.status_code for answer in answers} == {200}
+        assert serving is not None
+        # Opened all at once, before any process accepts one: the case a shared socket gets wrong.
+        phones = await asyncio.to_thread(lambda: [socket.create_connection(("127.0.0.1", port)) for _ in range(16)])
+        try:
+            answers = await asyncio.gather(*(asyncio.to_thread(ask_ready, phone) for phone in phones))
+            assert set(answers) == {200}
+            held = {pid: sockets_on(pid, port, state=ESTABLISHED) for pid in serving}
+            assert sum(held.values()) == len(phones)
+            assert all(held.values()), f"connections per process: {held}"
+        finally:
+            for phone in phones:
+                phone.close()
         process.send_signal(signal.SIGINT)
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)
         assert b"Traceback" not in output
-        assert not any(alive(pid) for pid in serving or []), "no API process outlives Ctrl-C"
+        assert not any(alive(pid) for pid in serving), "no API process outlives Ctrl-C"
     finally:
         if process.poll() is None:
             process.kill()
 
 
 def api_processes(parent: int) -> list[int]:
-    """The serving processes uvicorn spawned (not multiprocessing's resource tracker)."""
+    """The serving processes `run` spawned (not multiprocessing's resource tracker)."""
     found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, check=False)
     serving = []
     for pid in (int(pid) for pid in found.stdout.split()):
@@ -90,6 +101,34 @@ def api_processes(parent: int) -> list[int]:
         except OSError:
             continue  # gone meanwhile
     return serving
+
+
+def ask_ready(phone: socket.socket) -> int:
+    """GET /readyz on an open connection, which stays open: the answer's status."""
+    phone.sendall(b"GET /readyz HTTP/1.1\r\nHost: kindsync\r\n\r\n")
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += phone.recv(4096)
+    return int(answer[9:12])
+
+
+LISTEN, ESTABLISHED = "0A", "01"
+
+
+def sockets_on(pid: int, port: int, *, state: str) -> int:
+    """TCP sockets on local `port` in `state` that the process holds (read from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = str(fd.readlink()) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    held = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            held += local_port == port and fields[3] == state and fields[9] in inodes
+    return held
 
 
 def alive(pid: int) -> bool:

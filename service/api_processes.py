@@ -1,0 +1,89 @@
+"""API_PROCESSES > 1: several API processes on one port, each with a listening socket of its own.
+
+Processes that share one listening socket (uvicorn's own workers) do not share its connections:
+the process that wakes first accepts every connection waiting, and a keep-alive connection then
+stays with it. Sixteen phones connecting at once all landed in one process while the others
+idled. With a socket per process bound with SO_REUSEPORT, the kernel spreads new connections
+across the processes instead.
+
+The parent only supervises: it starts the processes, starts a new one when one dies, and on
+SIGINT or SIGTERM lets them finish what they are answering (uvicorn's graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import signal
+import socket
+import time
+from multiprocessing.context import SpawnContext, SpawnProcess
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("kindsync.api")
+
+# How long the processes get to finish after Ctrl-C or SIGTERM, beyond uvicorn's own grace.
+_STOP_MARGIN_S = 5.0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port that other processes may bind as well (SO_REUSEPORT)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def serve(processes: int, options: dict[str, Any]) -> int:
+    """Run `processes` API processes with uvicorn `options` (host and port included) until stopped."""
+    context = multiprocessing.get_context("spawn")
+    start = functools.partial(_start, context, options)
+    running = [start() for _ in range(processes)]
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while not stopping:
+        for index, process in enumerate(running):
+            if not process.is_alive() and not stopping:
+                log.warning("api_process_replaced", exit_code=process.exitcode)
+                running[index] = start()
+        time.sleep(0.2)
+
+    # A signal sent to this process alone (a supervisor's SIGTERM) must reach the API processes; one
+    # that already has Ctrl-C from the terminal takes the SIGTERM as the same request to finish.
+    for process in running:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + options.get("timeout_graceful_shutdown", 10) + _STOP_MARGIN_S
+    for process in running:
+        process.join(max(deadline - time.monotonic(), 0.1))
+        if process.is_alive():
+            process.kill()
+    return 0
+
+
+def _start(context: SpawnContext, options: dict[str, Any]) -> SpawnProcess:
+    process = context.Process(target=_serve_one, args=(options,), daemon=False)
+    process.start()
+    return process
+
+
+def _serve_one(options: dict[str, Any]) -> None:
+    """One API process: its own socket on the shared port, its own app from the environment."""
+    import uvicorn
+
+    from service.app import app_from_environment
+
+    sock = listening_socket(options["host"], options["port"])
+    app = app_from_environment()
+    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
