@@ -11,13 +11,19 @@
    page size; raw asyncpg reads the same rows page by page.
 
 Request bodies and rows are built before the clock starts, for both sides: what is timed is
-the server and the database, not the load generator.
+the server and the database, not the load generator. For the same reason the timed requests go
+through a few lines of HTTP/1.1 (`Lane`) rather than a general client: this machine's two cores
+run the server, Postgres and the load generator at once, and what a general client spends per
+request (several times the server's own parsing) would be taken from the server being measured.
+Before the clock starts each device sends one batch, on both sides: a new process's first
+requests open its pooled connections and prepare its statements.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +39,7 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import uvloop
 from sqlalchemy.engine import make_url
 
 from schemas.sync import PULL_LIMIT_DEFAULT
@@ -47,9 +54,8 @@ FIRST_SYNC_RECORDS = 10_000
 _json = msgspec.json.Encoder()
 
 
-def cpu_seconds(root: int) -> float:
-    """CPU time used so far by a process and its children (Linux /proc): what the API spends,
-    steadier than a rate on a shared machine."""
+def process_tree(root: int) -> dict[int, float]:
+    """A process and its descendants (Linux /proc), each with the CPU seconds it used so far."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     for stat in os.listdir("/proc"):
@@ -67,7 +73,32 @@ def cpu_seconds(root: int) -> float:
         more = {pid for pid, parent in parents.items() if parent in tree} - tree
         grew = bool(more)
         tree |= more
-    return sum(times.get(pid, 0.0) for pid in tree)
+    return {pid: times.get(pid, 0.0) for pid in tree}
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time used so far by the API's processes: what the API spends, steadier than a rate
+    on a shared machine."""
+    return sum(process_tree(root).values())
+
+
+def listening(root: int, port: int) -> int:
+    """Listening sockets on `port` among the API's processes: one per process once all are up."""
+    inodes: set[str] = set()
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):
+            inodes |= {
+                os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+                for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+            }
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as file:
+            for line in file.readlines()[1:]:
+                fields = line.split()
+                count += int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A" and fields[9] in inodes
+    return count
 
 
 @dataclass
@@ -124,10 +155,6 @@ class Person:
     # Each device keeps the cursor it was given, as the app does: it pulls only what is new.
     cursors: dict[str, str | None] = field(default_factory=dict)
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens['access_token']}", "Content-Type": "application/json"}
-
 
 async def timed_batches(
     jobs: list[list[Callable[[], Awaitable[None]]]],
@@ -146,10 +173,63 @@ async def timed_batches(
     return time.perf_counter() - started, latencies
 
 
+class Lane:
+    """One keep-alive HTTP/1.1 connection, one request at a time: a device's link to the server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader, self._writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Lane:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
+        self._writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = next(
+            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+        )
+        return status, await self._reader.readexactly(length)
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+class _Answer(msgspec.Struct):
+    """What the load generator reads of a sync answer."""
+
+    cursor: str
+    has_more: bool
+    results: list[dict[str, Any]]
+    changes: list[dict[str, Any]]
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
 class Http:
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.lanes: dict[int, Lane] = {}
         self.errors: list[str] = []
+
+    async def lane(self, person: Person) -> Lane:
+        if id(person) not in self.lanes:
+            self.lanes[id(person)] = await Lane.open(self.host, self.port)
+        return self.lanes[id(person)]
+
+    async def sync(self, person: Person, body: bytes) -> _Answer | None:
+        status, content = await (await self.lane(person)).post("/v1/sync", body, person.tokens["access_token"])
+        if status != 200:
+            self.errors.append(f"{status}: {content[:200]!r}")
+            return None
+        return _answer.decode(content)
 
     def post(
         self, person: Person, device_id: str, mutations: list[dict[str, Any]], wanted: set[str]
@@ -158,18 +238,19 @@ class Http:
         tail = b',"mutations":' + _json.encode(mutations) + b"}"
 
         async def call() -> None:
-            content = head + b',"cursor":' + _json.encode(person.cursors.get(device_id)) + tail
-            response = await self.http.post("/v1/sync", content=content, headers=person.headers)
-            if response.status_code != 200:
-                self.errors.append(f"{response.status_code}: {response.text[:200]}")
+            answer = await self.sync(person, head + b',"cursor":' + _json.encode(person.cursors.get(device_id)) + tail)
+            if answer is None:
                 return
-            answer = response.json()
-            person.cursors[device_id] = answer["cursor"]
-            statuses = {r["status"] for r in answer["results"]}
+            person.cursors[device_id] = answer.cursor
+            statuses = {r["status"] for r in answer.results}
             if not statuses <= wanted:
                 self.errors.append(f"statuses {sorted(statuses)}")
 
         return call
+
+    async def close(self) -> None:
+        for lane in self.lanes.values():
+            await lane.close()
 
     def check(self, what: str) -> None:
         if self.errors:
@@ -201,14 +282,16 @@ def plan_updates(records: list[dict[str, Any]], batches: int, size: int, at: str
 
 async def through_http(base_url: str, args: argparse.Namespace, server_pid: int) -> dict[str, Figures]:
     at = datetime.now(UTC).isoformat()
+    http = Http("127.0.0.1", args.port)
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-        http = Http(client)
         people = [
             Person(
                 (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
             )
             for _ in range(args.devices)
         ]
+        warm_up = [[http.post(p, d, new_records(args.size, 99, at), {"applied"}) for d in p.devices] for p in people]
+        await timed_batches(warm_up)
         plans = plan_ingest(people, args.batches, args.size, at)
         calls = [
             [http.post(p, p.devices[0], batch, {"applied"}) for batch in plan]
@@ -240,26 +323,28 @@ async def through_http(base_url: str, args: argparse.Namespace, server_pid: int)
         await timed_batches([seed_calls])
         http.check("first sync seeding")
         cpu = cpu_seconds(server_pid)
-        first_sync = await pull_everything(client, reader)
+        first_sync = await pull_everything(http, reader)
         first_sync.cpu_s = cpu_seconds(server_pid) - cpu
+    await http.close()
     return {"ingest": ingest, "updates": updates, "first_sync": first_sync}
 
 
-async def pull_everything(client: httpx.AsyncClient, person: Person) -> Figures:
+async def pull_everything(http: Http, person: Person) -> Figures:
     """A new device's first sync: pages of the default size until nothing is left."""
     cursor, pulled, latencies = None, 0, []
+    device = str(uuid.uuid4())
     started = time.perf_counter()
     while True:
-        request = _json.encode(
-            {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "cursor": cursor, "mutations": []}
-        )
+        request = _json.encode({"device_id": device, "batch_id": str(uuid.uuid4()), "cursor": cursor, "mutations": []})
         sent = time.perf_counter()
-        response = await client.post("/v1/sync", content=request, headers=person.headers)
+        answer = await http.sync(person, request)
         latencies.append(time.perf_counter() - sent)
-        answer = response.json()
-        pulled += len(answer["changes"])
-        cursor = answer["cursor"]
-        if not answer["has_more"]:
+        if answer is None:
+            http.check("first sync")
+            raise AssertionError("unreachable")
+        pulled += len(answer.changes)
+        cursor = answer.cursor
+        if not answer.has_more:
             break
     seconds = time.perf_counter() - started
     if pulled != FIRST_SYNC_RECORDS:
@@ -327,6 +412,7 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
         )
         return statement(pool, _RAW_INGEST, values)
 
+    await timed_batches([[ingest(user, str(uuid.uuid4()), new_records(args.size, 99, stamp), 0)] for user in users])
     calls = [
         [ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
         for user, p, plan in zip(users[:-1], people, plans, strict=True)
@@ -414,7 +500,7 @@ async def main() -> None:
     server = await asyncio.create_subprocess_exec(sys.executable, "-m", "service.cli", "run", env=env)
     try:
         base_url = f"http://127.0.0.1:{args.port}"
-        await wait_until_up(base_url)
+        await wait_until_up(base_url, server.pid, args.port, args.api_processes)
         http = await through_http(base_url, args, server.pid)
         raw = await raw_asyncpg(url.set(drivername="postgresql").render_as_string(hide_password=False), args)
     finally:
@@ -446,17 +532,20 @@ def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Fi
         )
 
 
-async def wait_until_up(base_url: str, within_s: float = 60) -> None:
+async def wait_until_up(base_url: str, server_pid: int, port: int, processes: int, within_s: float = 60) -> None:
+    """Until every API process listens: the devices connect at once, and a connection made before
+    a process is up stays with another one for the whole run."""
     deadline = time.monotonic() + within_s
     async with httpx.AsyncClient(base_url=base_url) as http:
         while time.monotonic() < deadline:
             try:
-                if (await http.get("/healthz")).status_code == 200:
+                if (await http.get("/healthz")).status_code == 200 and listening(server_pid, port) >= processes:
                     return
             except httpx.TransportError:
-                await asyncio.sleep(0.2)
+                pass
+            await asyncio.sleep(0.2)
     raise SystemExit("the API did not start")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    uvloop.run(main())
