@@ -78,8 +78,8 @@ class Syncer:
         now = datetime.now(UTC)
         after = self._position(request.cursor, now)
         if not request.mutations:
-            found = await data_keys.read(conn, self._master, user_id)
-            return await self._pull(conn, user_id, found, request, after, None, None, [], now)
+            # The person's key is read with the page (queries.pull).
+            return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
 
         locked = await queries.lock_user(conn, user_id)
         last_seq = locked.last_seq
@@ -95,11 +95,9 @@ class Syncer:
 
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
-        ids = list({m.id for m in mutations})
-        current = await queries.load_records(conn, key, ids)
+        current, seen = await queries.load_targets(conn, key, mutations)
         since = _history_needed(current, mutations)
         history = await queries.load_history(conn, key, since)
-        seen = await queries.applied_fingerprints(conn, user_id, mutations)
 
         before = {record_id: record.version for record_id, record in current.items()}
         core_results, written = apply_batch(current, history, seen, prepared, POLICY)
@@ -137,7 +135,7 @@ class Syncer:
         self,
         conn: Driver,
         user_id: UUID,
-        key: DataKey | None,
+        key: DataKey | MasterKeys,
         request: SyncRequest,
         after: int,
         up_to: int | None,
@@ -146,21 +144,21 @@ class Syncer:
         now: datetime,
     ) -> SyncResponse:
         """Changes after the cursor, leaving out those this request itself made."""
-        rows = await queries.pull(conn, user_id, key, after, up_to, request.pull_limit + 1)
-        has_more = len(rows) > request.pull_limit
-        rows = rows[: request.pull_limit]
-        if has_more:
-            position = rows[-1].seq
-        elif own_up_to is not None:
-            position = max(after, own_up_to)
-        else:
-            position = max([after, *(row.seq for row in rows)])
-        await queries.remember_cursor(conn, user_id, request.device_id, position)
+        page = await queries.pull(
+            conn,
+            user_id,
+            key,
+            request.device_id,
+            after=after,
+            up_to=up_to,
+            own_up_to=own_up_to,
+            limit=request.pull_limit,
+        )
         return SyncResponse(
             results=results,
-            changes=[row.change for row in rows],
-            cursor=cursors.encode(position, now),
-            has_more=has_more,
+            changes=page.changes,
+            cursor=cursors.encode(page.position, now),
+            has_more=page.has_more,
         )
 
 

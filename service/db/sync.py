@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.sync import Change, HistoryVersion, MutationResult
 from service import outbox
-from service.envelope import DataKey, Sealer, WrappedKey, reveal
+from service.envelope import DataKey, MasterKeys, Sealer, WrappedKey, reveal
 from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
 
 # An asyncpg connection in a transaction (service.db.engine.driver_transaction): the sync path's
@@ -38,16 +38,13 @@ _json = msgspec.json.Encoder()
 _BATCH = b"batch"
 
 
+# A records row as change_of reads it, by position (SQLAlchemy and asyncpg rows alike).
+CHANGE_COLUMNS = "id, kind, version, deleted, data::text AS data, sealed, changed_at, updated_at"
+
+
 class StoredBatch(msgspec.Struct, frozen=True):
     request_hash: bytes
     results: list[MutationResult]
-
-
-class Numbered(msgspec.Struct, frozen=True, array_like=True):
-    """A record as the app receives it, with the number of the change that last touched it."""
-
-    seq: int
-    change: Change
 
 
 class Locked(msgspec.Struct, frozen=True):
@@ -80,31 +77,45 @@ async def find_batch(conn: Driver, key: DataKey, batch_id: UUID) -> StoredBatch 
     return StoredBatch(row[0], _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row[1])))
 
 
-async def load_records(conn: Driver, key: DataKey, ids: Sequence[UUID]) -> dict[UUID, Record]:
-    # One index probe per id (a LATERAL join), whatever the planner knows of the table: with
-    # `id = ANY(…)` and no statistics yet (a new table, or after a bulk load) it reads all of the
-    # person's rows instead, and the time grows with their history. OFFSET 0 keeps the planner
-    # from flattening the subquery back into that form. applied_fingerprints does the same.
+async def load_targets(
+    conn: Driver, key: DataKey, mutations: Sequence[Mutation]
+) -> tuple[dict[UUID, Record], dict[bytes, int]]:
+    """What the rules need of the records a batch touches, in one statement: the current state of
+    each, and which of the mutations already produced a version (fingerprint -> that version).
+
+    Each id is one index probe (a LATERAL join), whatever the planner knows of the tables: with
+    `id = ANY(…)` and no statistics yet (a new table, or after a bulk load) it reads all of the
+    person's rows instead, and the time grows with their history. OFFSET 0 keeps the planner
+    from flattening the subqueries back into that form.
+    """
     rows = await conn.fetch(
         "SELECT r.id, r.kind, r.version, r.deleted, r.data::text, r.sealed, r.stamps::text, r.changed_at, "
-        "r.device_id FROM unnest($2::uuid[]) AS q(id) "
-        "CROSS JOIN LATERAL (SELECT * FROM records WHERE user_id = $1 AND id = q.id OFFSET 0) r",
+        "r.device_id, q.fingerprint, f.version "
+        "FROM unnest($2::uuid[], $3::bytea[]) AS q(id, fingerprint) "
+        "LEFT JOIN LATERAL (SELECT * FROM records WHERE user_id = $1 AND id = q.id OFFSET 0) r ON true "
+        "LEFT JOIN LATERAL (SELECT version FROM record_versions "
+        "WHERE user_id = $1 AND record_id = q.id AND fingerprint = q.fingerprint LIMIT 1) f ON true",
         key.owner,
-        ids,
+        [m.id for m in mutations],
+        [m.fingerprint for m in mutations],
     )
-    return {
-        row[0]: Record(
-            id=row[0],
-            kind=row[1],
-            version=row[2],
-            deleted=row[3],
-            data=reveal(key, row[0], _data.decode(row[4]), row[5]),
-            stamps=_stamps.decode(row[6]),
-            changed_at=row[7],
-            device_id=row[8],
-        )
-        for row in rows
-    }
+    records: dict[UUID, Record] = {}
+    applied: dict[bytes, int] = {}
+    for row in rows:
+        if row[0] is not None and row[0] not in records:
+            records[row[0]] = Record(
+                id=row[0],
+                kind=row[1],
+                version=row[2],
+                deleted=row[3],
+                data=reveal(key, row[0], _data.decode(row[4]), row[5]),
+                stamps=_stamps.decode(row[6]),
+                changed_at=row[7],
+                device_id=row[8],
+            )
+        if row[10] is not None:
+            applied[row[9]] = row[10]
+    return records, applied
 
 
 async def load_history(conn: Driver, key: DataKey, since: dict[UUID, int]) -> dict[UUID, dict[int, HistoryEntry]]:
@@ -143,19 +154,6 @@ def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
         changed_at=row[5],
         device_id=row[6],
     )
-
-
-async def applied_fingerprints(conn: Driver, user_id: UUID, mutations: Sequence[Mutation]) -> dict[bytes, int]:
-    """Which of these mutations already produced a version, and which."""
-    rows = await conn.fetch(
-        "SELECT v.fingerprint, v.version FROM unnest($2::uuid[], $3::bytea[]) AS q(id, fingerprint) "
-        "CROSS JOIN LATERAL (SELECT * FROM record_versions WHERE user_id = $1 AND record_id = q.id OFFSET 0) v "
-        "WHERE v.fingerprint = q.fingerprint",
-        user_id,
-        [m.id for m in mutations],
-        [m.fingerprint for m in mutations],
-    )
-    return {row[0]: row[1] for row in rows}
 
 
 async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], sealer: Sealer) -> None:
@@ -333,29 +331,55 @@ async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, 
     return {row.user_id: row.last_seq for row in rows}
 
 
+class Page(msgspec.Struct, frozen=True):
+    changes: list[Change]
+    has_more: bool
+    # Where the device's cursor now stands: the number of the last change it has.
+    position: int
+
+
+_PULL = f"""
+WITH page AS (
+    SELECT {CHANGE_COLUMNS}, seq FROM records
+    WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4 + 1
+), position AS (
+    SELECT CASE WHEN count(*) > $4 THEN (SELECT seq FROM page ORDER BY seq OFFSET $4 - 1 LIMIT 1)
+                ELSE greatest($2, coalesce($5, max(seq))) END AS seq
+    FROM page
+), remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $6, seq FROM position
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
+)
+SELECT page.*, position.seq, (SELECT count(*) FROM page) > $4, k.master_key_id, k.wrapped
+FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORDER BY page.seq
+"""  # noqa: S608
+
+
 async def pull(
-    conn: Driver, user_id: UUID, key: DataKey | None, after: int, up_to: int | None, limit: int
-) -> list[Numbered]:
-    """Records changed after `after` (and not after `up_to`), oldest change first."""
-    rows = await conn.fetch(
-        f"SELECT {CHANGE_COLUMNS}, seq FROM records "  # noqa: S608
-        "WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4",
-        user_id,
-        after,
-        up_to,
-        limit,
-    )
-    return [Numbered(seq=row[8], change=change_of(row, key)) for row in rows]
+    conn: Driver,
+    user_id: UUID,
+    key: DataKey | MasterKeys,
+    device_id: UUID,
+    *,
+    after: int,
+    up_to: int | None,
+    own_up_to: int | None,
+    limit: int,
+) -> Page:
+    """Up to `limit` records changed after `after` (and not after `up_to`), oldest change first,
+    and the device's new position, which is also remembered for it: the end of the page when
+    more follow, else everything up to `own_up_to` (what this request itself wrote) or to the
+    last change sent.
 
-
-async def remember_cursor(conn: Driver, user_id: UUID, device_id: UUID, seq: int) -> None:
-    await conn.execute(
-        "INSERT INTO device_cursors (user_id, device_id, seq) VALUES ($1, $2, $3) "
-        "ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()",
-        user_id,
-        device_id,
-        seq,
-    )
+    `key` is the person's data key, or the master keys when it is not known yet: the key is then
+    read with the page, in the same snapshot, so a key made by a write the page shows is there.
+    """
+    rows = await conn.fetch(_PULL, user_id, after, up_to, limit, own_up_to, device_id)
+    opener: DataKey | None = key if isinstance(key, DataKey) else None
+    if isinstance(key, MasterKeys) and rows[0][11] is not None:
+        opener = key.unwrap(user_id, WrappedKey(rows[0][11], rows[0][12]))
+    changes = [change_of(row, opener) for row in rows[:limit] if row[0] is not None]
+    return Page(changes=changes, has_more=rows[0][10], position=rows[0][9])
 
 
 async def get_record(
@@ -387,10 +411,6 @@ async def live_versions(conn: AsyncConnection, user_id: UUID) -> Iterable[tuple[
         "SELECT id, kind, version FROM records WHERE user_id = $1 AND NOT deleted ORDER BY id", (user_id,)
     )
     return [(row.id, row.kind, row.version) for row in result]
-
-
-# A records row as change_of reads it, by position (SQLAlchemy and asyncpg rows alike).
-CHANGE_COLUMNS = "id, kind, version, deleted, data::text AS data, sealed, changed_at, updated_at"
 
 
 def change_of(row: Any, key: DataKey | None) -> Change:
