@@ -17,6 +17,7 @@ import multiprocessing
 import signal
 import socket
 import time
+from multiprocessing import connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
@@ -53,11 +54,13 @@ def serve(processes: int, options: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     while not stopping:
+        # Wakes when a process ends (its sentinel), and each second to see whether to stop.
+        ended = connection.wait([process.sentinel for process in running], timeout=1.0)
         for index, process in enumerate(running):
-            if not process.is_alive() and not stopping:
+            if process.sentinel in ended and not stopping:
+                process.join()
                 log.warning("api_process_replaced", exit_code=process.exitcode)
                 running[index] = start()
-        time.sleep(0.2)
 
     # A signal sent to this process alone (a supervisor's SIGTERM) must reach the API processes; one
     # that already has Ctrl-C from the terminal takes the SIGTERM as the same request to finish.

@@ -123,11 +123,13 @@ class MasterKeys:
 class DataKey:
     """One person's data key: seals and opens their records' private fields."""
 
-    __slots__ = ("_cipher", "owner")
+    __slots__ = ("_aad_prefixes", "_cipher", "owner")
 
     def __init__(self, owner: UUID, raw: bytes) -> None:
         self.owner = owner
         self._cipher = AESGCM(raw)
+        # The associated data of each purpose up to the row id, made once per key, not per blob.
+        self._aad_prefixes: dict[bytes, bytes] = {}
 
     def seal(self, record_id: UUID, data: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """Split a record's data into its plain fields and one sealed blob of the private ones."""
@@ -143,10 +145,16 @@ class DataKey:
         return {**plain, **_unpack.decode(self.open_bytes(b"record", record_id, sealed))}
 
     def seal_bytes(self, purpose: bytes, row_id: UUID, payload: bytes) -> bytes:
-        return _seal(self._cipher, _aad(purpose, self.owner, row_id), payload)
+        return _seal(self._cipher, self._aad(purpose, row_id), payload)
 
     def open_bytes(self, purpose: bytes, row_id: UUID, blob: bytes) -> bytes:
-        return _open(self._cipher, _aad(purpose, self.owner, row_id), blob)
+        return _open(self._cipher, self._aad(purpose, row_id), blob)
+
+    def _aad(self, purpose: bytes, row_id: UUID) -> bytes:
+        prefix = self._aad_prefixes.get(purpose)
+        if prefix is None:
+            prefix = self._aad_prefixes[purpose] = _aad(purpose, self.owner)
+        return prefix + row_id.bytes
 
 
 def split(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -57,7 +58,7 @@ async def test_run_with_two_api_processes_spreads_connections_over_both_and_stop
     settings: Settings, database: str
 ) -> None:
     """API_PROCESSES: connections opened at once (sixteen phones) are answered by both
-    processes, not all by the first to wake; and Ctrl-C stops them all."""
+    processes, not all by the first to wake; one that dies is replaced; Ctrl-C stops them all."""
     port = free_port()
     process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
     try:
@@ -81,10 +82,17 @@ async def test_run_with_two_api_processes_spreads_connections_over_both_and_stop
         finally:
             for phone in phones:
                 phone.close()
+
+        os.kill(serving[0], signal.SIGKILL)  # one dies: another takes its place
+        replaced = await eventually(both_serving)
+        assert replaced is not None
+        assert serving[0] not in replaced
+        assert serving[1] in replaced
+
         process.send_signal(signal.SIGINT)
         output, _ = await asyncio.to_thread(process.communicate, timeout=30)
         assert b"Traceback" not in output
-        assert not any(alive(pid) for pid in serving), "no API process outlives Ctrl-C"
+        assert not any(alive(pid) for pid in {*serving, *replaced}), "no API process outlives Ctrl-C"
     finally:
         if process.poll() is None:
             process.kill()
