@@ -49,8 +49,10 @@ _canonical = msgspec.json.Encoder(order="sorted")
 def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """A merged state must be a valid whole record; the server then adds its fields."""
     try:
-        server_set = kinds.SERVER_SET_FIELDS.get(kind, frozenset())
-        whole = kinds.validate_merged(kind, {k: v for k, v in data.items() if k not in server_set})
+        server_set = kinds.SERVER_SET_FIELDS.get(kind)
+        whole = kinds.validate_merged(
+            kind, {k: v for k, v in data.items() if k not in server_set} if server_set else data
+        )
     except kinds.Invalid as invalid:
         raise Refused(MutationError(code="invalid", message=invalid.message, path=invalid.path)) from None
     return derive(kind, whole)

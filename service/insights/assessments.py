@@ -63,8 +63,9 @@ def _band(bands: tuple[tuple[float, str], ...], value: float) -> str:
 
 
 def derive(kind: str, data: dict[str, Any]) -> dict[str, Any]:
-    """The record's data with the fields the server sets (an assessment's score and band)."""
+    """The record's data with the fields the server sets (an assessment's score and band);
+    the data of other kinds is answered as it is, not copied."""
     if kind != "assessment":
-        return dict(data)
+        return data
     value, band = score(data["instrument"], data["answers"])
     return {**data, "score": value, "band": band}
