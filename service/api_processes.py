@@ -12,8 +12,10 @@ SIGINT or SIGTERM lets them finish what they are answering (uvicorn's graceful s
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import multiprocessing
+import os
 import signal
 import socket
 import time
@@ -27,6 +29,18 @@ log = structlog.get_logger("kindsync.api")
 
 # How long the processes get to finish after Ctrl-C or SIGTERM, beyond uvicorn's own grace.
 _STOP_MARGIN_S = 5.0
+# prctl(2): the signal a process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(supervisor: int) -> None:
+    """Be told to stop (SIGTERM) when the supervisor dies, even by SIGKILL: an orphan would go on
+    serving the port beside the processes of the next start, with the code of the last one."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        log.warning("api_process_not_tied_to_supervisor", errno=ctypes.get_errno())
+    if os.getppid() != supervisor:  # it died before the line above
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -76,17 +90,18 @@ def serve(processes: int, options: dict[str, Any]) -> int:
 
 
 def _start(context: SpawnContext, options: dict[str, Any]) -> SpawnProcess:
-    process = context.Process(target=_serve_one, args=(options,), daemon=False)
+    process = context.Process(target=_serve_one, args=(options, os.getpid()), daemon=False)
     process.start()
     return process
 
 
-def _serve_one(options: dict[str, Any]) -> None:
+def _serve_one(options: dict[str, Any], supervisor: int) -> None:
     """One API process: its own socket on the shared port, its own app from the environment."""
     import uvicorn
 
     from service.app import app_from_environment
 
+    _stop_with(supervisor)
     sock = listening_socket(options["host"], options["port"])
     app = app_from_environment()
     uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])

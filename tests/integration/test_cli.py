@@ -98,6 +98,38 @@ async def test_run_with_two_api_processes_spreads_connections_over_both_and_stop
             process.kill()
 
 
+async def test_api_processes_stop_when_their_supervisor_is_killed(settings: Settings, database: str) -> None:
+    """No orphan goes on serving the port after `run` dies without a chance to stop them."""
+    port = free_port()
+    process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
+    try:
+
+        async def both_serving() -> list[int] | None:
+            pids = await asyncio.to_thread(api_processes, process.pid)
+            listening = [pid for pid in pids if sockets_on(pid, port, state=LISTEN)]
+            return listening if len(listening) >= 2 else None
+
+        serving = await eventually(both_serving)
+        assert serving is not None
+        process.kill()
+        process.wait(timeout=10)
+
+        async def all_gone() -> bool | None:
+            return True if not any(alive(pid) and not zombie(pid) for pid in serving) else None
+
+        assert await eventually(all_gone)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
 def api_processes(parent: int) -> list[int]:
     """The serving processes `run` spawned (not multiprocessing's resource tracker)."""
     found = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, check=False)
