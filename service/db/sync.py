@@ -239,13 +239,15 @@ class Receipt(msgspec.Struct, frozen=True):
     results: list[MutationResult]
 
 
-# One statement writes all of a batch: its versions and the new current states (sent as one JSON
-# document, which msgspec writes in one call and Postgres parses, rather than as a dozen typed
-# arrays that asyncpg encodes value by value), the person's last change number, the event for the
-# workers (with a wake-up for the relay at commit) and the batch's receipt.
+# One statement writes all of a batch: its versions and the new current states, the person's last
+# change number, the event for the workers (with a wake-up for the relay at commit) and the
+# batch's receipt. The rows go in as one JSON document, which msgspec writes in one call, rather
+# than as a dozen typed arrays that asyncpg encodes value by value in Python. Postgres reads it as
+# jsonb: parsed once, each record's data is then taken as it is (json_to_recordset would parse
+# every nested object again, and took twice the time).
 _SAVE_BATCH = """
 WITH v AS (
-    SELECT * FROM json_to_recordset($2::json) AS v(record_id uuid, version int, kind text, deleted bool,
+    SELECT * FROM jsonb_to_recordset($2::jsonb) AS v(record_id uuid, version int, kind text, deleted bool,
         data jsonb, sealed text, changed_at timestamptz, device_id uuid, fingerprint text, stamps jsonb,
         record_changed_at timestamptz, seq bigint)
 ), history AS (
