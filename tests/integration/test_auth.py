@@ -430,6 +430,16 @@ async def test_expired_token_is_401(client: Client, settings: Settings) -> None:
     assert_problem(await put_device(client, expired), 401)
 
 
+async def test_a_token_used_a_moment_ago_is_401_once_it_expires(client: Client, settings: Settings) -> None:
+    """Verified tokens are kept per process; each use still checks the expiry."""
+    tokens = await signup(client)
+    soon = jwt.encode(claims(tokens["user_id"], expires_in_s=2), settings.secret_key, algorithm="HS256")
+    assert (await put_device(client, soon)).status_code == 200
+    assert (await put_device(client, soon)).status_code == 200
+    await asyncio.sleep(2.5)
+    assert_problem(await put_device(client, soon), 401)
+
+
 async def test_token_from_another_issuer_is_401(client: Client, settings: Settings) -> None:
     tokens = await signup(client)
     token = jwt.encode(claims(tokens["user_id"], issuer="someone-else"), settings.secret_key, algorithm="HS256")
