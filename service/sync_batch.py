@@ -75,7 +75,8 @@ class Syncer:
         self._on_applied = on_applied
 
     async def run(self, conn: Driver, user_id: UUID, request: SyncRequest) -> SyncResponse:
-        """In the caller's transaction on `conn`, an asyncpg connection (queries.Driver)."""
+        """On `conn`, an asyncpg connection (queries.Driver): in a transaction when the request
+        carries mutations; a pull alone is a single statement."""
         _check_request(request)
         now = datetime.now(UTC)
         after = self._position(request.cursor, now)

@@ -117,8 +117,10 @@ class SyncController(Controller):
     ) -> Response[bytes]:
         """Push this device's queued mutations and pull every change it has not seen."""
         sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
+        # A pull alone is one statement (queries.pull): atomic without a transaction around it.
+        connect = driver_transaction if sync_request.mutations else driver_connection
         try:
-            async with driver_transaction(engine) as conn:
+            async with connect(engine) as conn:
                 answer = await syncer.run(conn, request.user.user_id, sync_request)
         except asyncpg.ForeignKeyViolationError as error:
             if owner_gone(error):
