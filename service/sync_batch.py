@@ -84,12 +84,12 @@ class Syncer:
             # The person's key is read with the page (queries.pull).
             return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
 
-        locked = await queries.lock_user(conn, user_id)
+        locked = await queries.lock_user(conn, user_id, request.batch_id)
         last_seq = locked.last_seq
         key = await data_keys.read_or_create(conn, self._master, user_id, locked.key)
         request_hash = _request_hash(request)
-        stored = await queries.find_batch(conn, key, request.batch_id)
-        if stored is not None:
+        if locked.receipt is not None:
+            stored = queries.open_batch(key, request.batch_id, locked.receipt)
             if stored.request_hash != request_hash:
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."

@@ -119,13 +119,19 @@ class SyncController(Controller):
         sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
         # A pull alone is one statement (queries.pull): atomic without a transaction around it.
         connect = driver_transaction if sync_request.mutations else driver_connection
-        try:
-            async with connect(engine) as conn:
-                answer = await syncer.run(conn, request.user.user_id, sync_request)
-        except asyncpg.ForeignKeyViolationError as error:
-            if owner_gone(error):
-                raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
-            raise
+        for attempt in (1, 2):
+            try:
+                async with connect(engine) as conn:
+                    answer = await syncer.run(conn, request.user.user_id, sync_request)
+                break
+            except asyncpg.UniqueViolationError as error:
+                # A retry of this batch ran meanwhile: run again, which answers what it stored.
+                if attempt == 2 or not queries.is_batch_written_meanwhile(error):
+                    raise
+            except asyncpg.ForeignKeyViolationError as error:
+                if owner_gone(error):
+                    raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
+                raise
         answer_type = _answer_type(request, media_type)
         return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
 

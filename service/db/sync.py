@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,33 +49,55 @@ class StoredBatch(msgspec.Struct, frozen=True):
 
 
 class Locked(msgspec.Struct, frozen=True):
+    """What the lock statement read. It read in the snapshot taken before it waited for the lock:
+    what a write committed meanwhile is not in it. A data key made meanwhile is found by
+    keys.read_or_create; a receipt of the same batch written meanwhile makes this batch's own
+    receipt clash (BatchWrittenMeanwhile), and the batch is run again."""
+
     last_seq: int
-    # The data key as stored, if the person has one (a key made by a write that committed while
-    # this one waited for the lock is not seen: keys.read_or_create finds it).
+    # The data key as stored, if the person has one.
     key: WrappedKey | None
     # The transaction's time: what its writes stamp as updated_at.
     now: datetime
+    # This batch's receipt as stored (request hash, sealed results), if it was received before.
+    receipt: tuple[bytes, bytes] | None
 
 
-async def lock_user(conn: Driver, user_id: UUID) -> Locked:
-    """Take this person's write lock until commit."""
+async def lock_user(conn: Driver, user_id: UUID, batch_id: UUID) -> Locked:
+    """Take this person's write lock until commit, and read what a batch starts from."""
     row = await conn.fetchrow(
         "WITH locked AS (INSERT INTO sync_state (user_id) VALUES ($1) "
         "ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq) "
-        "SELECT locked.last_seq, k.master_key_id, k.wrapped, now() "
-        "FROM locked LEFT JOIN data_keys k ON k.user_id = $1",
+        "SELECT locked.last_seq, k.master_key_id, k.wrapped, now(), b.request_hash, b.results "
+        "FROM locked LEFT JOIN data_keys k ON k.user_id = $1 "
+        "LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $2",
         user_id,
+        batch_id,
     )
-    return Locked(int(row[0]), WrappedKey(row[1], row[2]) if row[1] is not None else None, row[3])
+    return Locked(
+        last_seq=int(row[0]),
+        key=WrappedKey(row[1], row[2]) if row[1] is not None else None,
+        now=row[3],
+        receipt=(row[4], row[5]) if row[4] is not None else None,
+    )
+
+
+def is_batch_written_meanwhile(error: asyncpg.UniqueViolationError) -> bool:
+    """The batch's receipt clashed with one of the same batch, committed by a request that ran
+    while this one waited for the lock (see Locked)."""
+    return bool(error.constraint_name == "pk_sync_batches")
 
 
 async def find_batch(conn: Driver, key: DataKey, batch_id: UUID) -> StoredBatch | None:
     row = await conn.fetchrow(
         "SELECT request_hash, results FROM sync_batches WHERE user_id = $1 AND batch_id = $2", key.owner, batch_id
     )
-    if row is None:
-        return None
-    return StoredBatch(row[0], _results_decoder.decode(key.open_bytes(_BATCH, batch_id, row[1])))
+    return open_batch(key, batch_id, (row[0], row[1])) if row is not None else None
+
+
+def open_batch(key: DataKey, batch_id: UUID, receipt: tuple[bytes, bytes]) -> StoredBatch:
+    request_hash, sealed = receipt
+    return StoredBatch(request_hash, _results_decoder.decode(key.open_bytes(_BATCH, batch_id, sealed)))
 
 
 async def load_targets(
