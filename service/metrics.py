@@ -8,6 +8,7 @@ providers and outcomes; nothing a person wrote, no ids.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -58,10 +59,16 @@ class ApiMetrics:
 
     def observe_sync(self, results: Iterable[MutationResult]) -> None:
         self.sync_batches.inc()
+        # Counted first, then added: one labelled update per status, not one per mutation.
+        statuses: collections.Counter[str] = collections.Counter()
+        resolutions: collections.Counter[str] = collections.Counter()
         for result in results:
-            self.sync_mutations.labels(result.status).inc()
-            for conflict in result.conflicts:
-                self.sync_merges.labels(conflict.resolution).inc()
+            statuses[result.status] += 1
+            resolutions.update(conflict.resolution for conflict in result.conflicts)
+        for status, count in statuses.items():
+            self.sync_mutations.labels(status).inc(count)
+        for resolution, count in resolutions.items():
+            self.sync_merges.labels(resolution).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
