@@ -254,6 +254,18 @@ def validate_merged(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def validate_create(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A record sent whole (a create, as the app sends one), checked once: what validate_patch
+    would give for it, and what validate_full gives. None when it is not a valid whole record:
+    validate_patch then decides, for a change sent with base_version 0 may hold only some fields.
+    """
+    try:
+        whole = validate_full(kind, data)
+    except Invalid:
+        return None
+    return {name: value for name, value in whole.items() if name in data}, whole
+
+
 def validate_patch(kind: str, data: object) -> dict[str, Any]:
     """Only the fields an update carries; cross-field rules wait for the merged state."""
     record = _convert(PATCH_KINDS[kind], kind, data)

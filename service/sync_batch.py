@@ -58,7 +58,7 @@ def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return derive(kind, whole)
 
 
-POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finalize=_finalize)
+POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finalize=_finalize, complete=derive)
 
 
 class Syncer:
@@ -202,16 +202,23 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         if m.data:
             return refuse("invalid", "a delete carries no data", "data")
         data: dict[str, Any] = {}
+        whole = None
     else:
         if m.data is None:
             return refuse("invalid", "is required for an upsert", "data")
-        # Field by field here; whether the whole record is complete is known only
-        # once it is clear this is a create: a record made offline and edited
-        # again before a sync is sent with base_version 0 and only the changes.
-        try:
-            data = kinds.validate_patch(m.kind, m.data)
-        except kinds.Invalid as invalid:
-            return refuse("invalid", invalid.message, invalid.path)
+        # Field by field; whether the whole record is complete is known only once
+        # it is clear this is a create: a record made offline and edited again
+        # before a sync is sent with base_version 0 and only the changes. A create
+        # sent whole is checked whole once here, not again when it is applied.
+        checked = kinds.validate_create(m.kind, m.data) if m.base_version == 0 else None
+        if checked is not None:
+            data, whole = checked
+        else:
+            whole = None
+            try:
+                data = kinds.validate_patch(m.kind, m.data)
+            except kinds.Invalid as invalid:
+                return refuse("invalid", invalid.message, invalid.path)
     # Everything that makes this mutation this one: a re-send matches, another record never does.
     fingerprint = hashlib.sha256(
         _canonical.encode([m.id, m.kind, m.op, m.base_version, m.changed_at, data, device_id])
@@ -225,6 +232,7 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         device_id=device_id,
         data=data,
         fingerprint=fingerprint,
+        whole=whole,
     )
 
 

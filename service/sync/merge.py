@@ -37,6 +37,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     sets: frozenset[str]
     # Validates a whole state and adds server-set fields; raises Refused.
     finalize: Callable[[str, dict[str, Any]], dict[str, Any]]
+    # Adds server-set fields to a state already checked whole (Mutation.whole); without it, finalize.
+    complete: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
 
 
 class Outcome(msgspec.Struct, kw_only=True):
@@ -126,7 +128,12 @@ def apply_batch(
 def _create(mutation: Mutation, policy: Policy) -> Outcome:
     stamp = Stamp(mutation.changed_at, mutation.device_id)
     deleted = mutation.op == "delete"
-    data = {} if deleted else policy.finalize(mutation.kind, mutation.data)
+    if deleted:
+        data: dict[str, Any] = {}
+    elif mutation.whole is not None and policy.complete is not None:
+        data = policy.complete(mutation.kind, mutation.whole)
+    else:
+        data = policy.finalize(mutation.kind, mutation.data)
     record = Record(
         id=mutation.id,
         kind=mutation.kind,

@@ -49,6 +49,8 @@ class Mutation(msgspec.Struct, kw_only=True):
     device_id: UUID
     data: dict[str, Any]  # the whole record for a create, changed fields for an update, {} for a delete
     fingerprint: bytes
+    # The data already checked as a whole record, with every field (Policy.complete), when it was sent as one.
+    whole: dict[str, Any] | None = None
 
 
 class HistoryEntry(msgspec.Struct, kw_only=True):

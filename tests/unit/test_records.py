@@ -16,6 +16,7 @@ from schemas.records import (
     READ_ONLY_KINDS,
     SET_FIELDS,
     Invalid,
+    validate_create,
     validate_full,
     validate_merged,
     validate_patch,
@@ -376,6 +377,12 @@ def test_the_fast_whole_record_check_gives_what_the_full_conversion_gives(kind: 
     assert outcome(lambda: validate_merged(kind, validate_patch(kind, first))) == outcome(
         lambda: validate_full(kind, first)
     )
+    # A create checked whole once: the same change (and fingerprint) as checked field by field.
+    checked = validate_create(kind, first) if isinstance(first, dict) else None
+    if checked is None:
+        assert isinstance(outcome(lambda: validate_full(kind, first)), tuple)
+    else:
+        assert checked == (validate_patch(kind, first), validate_full(kind, first))
     stored = outcome(lambda: validate_full(kind, first))
     if isinstance(stored, dict):
         # A stored record changed by an update: the merged state, as a sync builds it.
