@@ -63,14 +63,7 @@ async def test_run_with_two_api_processes_spreads_connections_over_both_and_stop
     process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
     try:
         assert (await _wait_for(f"http://127.0.0.1:{port}/healthz")).status_code == 200
-
-        async def both_serving() -> list[int] | None:
-            pids = await asyncio.to_thread(api_processes, process.pid)
-            listening = [pid for pid in pids if sockets_on(pid, port, state=LISTEN)]
-            return listening if len(listening) >= 2 else None
-
-        serving = await eventually(both_serving)
-        assert serving is not None
+        serving = await listening(process, port, 2)
         # Opened all at once, before any process accepts one: the case a shared socket gets wrong.
         phones = await asyncio.to_thread(lambda: [socket.create_connection(("127.0.0.1", port)) for _ in range(16)])
         try:
@@ -84,8 +77,7 @@ async def test_run_with_two_api_processes_spreads_connections_over_both_and_stop
                 phone.close()
 
         os.kill(serving[0], signal.SIGKILL)  # one dies: another takes its place
-        replaced = await eventually(both_serving)
-        assert replaced is not None
+        replaced = await listening(process, port, 2)
         assert serving[0] not in replaced
         assert serving[1] in replaced
 
@@ -103,14 +95,7 @@ async def test_api_processes_stop_when_their_supervisor_is_killed(settings: Sett
     port = free_port()
     process = start(["run"], environment(settings, PORT=str(port), API_PROCESSES="2"))
     try:
-
-        async def both_serving() -> list[int] | None:
-            pids = await asyncio.to_thread(api_processes, process.pid)
-            listening = [pid for pid in pids if sockets_on(pid, port, state=LISTEN)]
-            return listening if len(listening) >= 2 else None
-
-        serving = await eventually(both_serving)
-        assert serving is not None
+        serving = await listening(process, port, 2)
         process.kill()
         process.wait(timeout=10)
 
@@ -128,6 +113,19 @@ def zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return False
+
+
+async def listening(run: subprocess.Popen[bytes], port: int, count: int) -> list[int]:
+    """The API processes of `run` that listen on the port, once there are `count` of them."""
+
+    async def found() -> list[int] | None:
+        pids = await asyncio.to_thread(api_processes, run.pid)
+        serving = [pid for pid in pids if sockets_on(pid, port, state=LISTEN)]
+        return serving if len(serving) >= count else None
+
+    serving = await eventually(found)
+    assert serving is not None
+    return serving
 
 
 def api_processes(parent: int) -> list[int]:
