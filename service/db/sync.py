@@ -237,18 +237,17 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
 
 
 class _Saved(msgspec.Struct, omit_defaults=True):
-    """A new version as save_batch sends it; the newest of its record also carries the record's
-    stamps, time and change number, and becomes the record's current state."""
+    """A new version as save_batch sends it (its sealed blob and fingerprint go beside it, as
+    bytes); the newest of its record also carries the record's stamps, time and change number,
+    and becomes the record's current state."""
 
     record_id: UUID
     version: int
     kind: str
     deleted: bool
     data: dict[str, Any]
-    sealed: bytes | None
     changed_at: datetime
     device_id: UUID
-    fingerprint: bytes | None
     stamps: dict[str, Stamp] | None = None
     record_changed_at: datetime | None = None
     seq: int | None = None
@@ -267,24 +266,29 @@ class Receipt(msgspec.Struct, frozen=True):
 # batch's receipt. The rows go in as one JSON document, which msgspec writes in one call, rather
 # than as a dozen typed arrays that asyncpg encodes value by value in Python. Postgres reads it as
 # jsonb: parsed once, each record's data is then taken as it is (json_to_recordset would parse
-# every nested object again, and took twice the time).
+# every nested object again, and took twice the time). The sealed blobs and fingerprints, most of
+# the bytes, go beside it as binary arrays (zipped row by row with ROWS FROM), not as base64 text
+# for Postgres to parse and decode: a third less time for the rows.
 _SAVE_BATCH = """
 WITH v AS (
-    SELECT * FROM jsonb_to_recordset($2::jsonb) AS v(record_id uuid, version int, kind text, deleted bool,
-        data jsonb, sealed text, changed_at timestamptz, device_id uuid, fingerprint text, stamps jsonb,
-        record_changed_at timestamptz, seq bigint)
+    SELECT * FROM ROWS FROM (
+        jsonb_to_recordset($2::jsonb) AS (record_id uuid, version int, kind text, deleted bool, data jsonb,
+            changed_at timestamptz, device_id uuid, stamps jsonb, record_changed_at timestamptz, seq bigint),
+        unnest($13::bytea[]),
+        unnest($14::bytea[])
+    ) AS v(record_id, version, kind, deleted, data, changed_at, device_id, stamps, record_changed_at, seq, sealed,
+           fingerprint)
 ), history AS (
     INSERT INTO record_versions
         (user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint)
-    SELECT $1, record_id, version, kind, deleted, data, decode(sealed, 'base64'), changed_at, device_id,
-           decode(fingerprint, 'base64')
+    SELECT $1, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint
     FROM v
 ), numbered AS (
     UPDATE sync_state SET last_seq = $3 WHERE user_id = $1 AND last_seq <> $3
 ), current_states AS (
     INSERT INTO records
         (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
-    SELECT $1, record_id, kind, version, deleted, data, decode(sealed, 'base64'), stamps, record_changed_at,
+    SELECT $1, record_id, kind, version, deleted, data, sealed, stamps, record_changed_at,
            device_id, seq, now()
     FROM v WHERE seq IS NOT NULL
     ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
@@ -319,14 +323,15 @@ async def save_batch(
     """
     current = {record.id: (seq, record) for seq, record in numbered}
     newest = {version.record_id: n for n, version in enumerate(written)}
-    rows = []
+    rows, blobs = [], []
     for n, v in enumerate(written):
         plain, sealed = key.seal(v.record_id, v.data)
-        row = _Saved(v.record_id, v.version, v.kind, v.deleted, plain, sealed, v.changed_at, v.device_id, v.fingerprint)
+        row = _Saved(v.record_id, v.version, v.kind, v.deleted, plain, v.changed_at, v.device_id)
         if newest[v.record_id] == n and v.record_id in current:
             seq, record = current[v.record_id]
             row.stamps, row.record_changed_at, row.seq = record.stamps, record.changed_at, seq
         rows.append(row)
+        blobs.append(sealed)
     results = receipt.results
     await conn.execute(
         _SAVE_BATCH,
@@ -342,6 +347,8 @@ async def save_batch(
         event[0] if event else None,
         _json.encode(event[1]).decode() if event else None,
         outbox.CHANNEL,
+        blobs,
+        [v.fingerprint for v in written],
     )
 
 
