@@ -190,31 +190,35 @@ async def timed_batches(
 
 
 class Lane:
-    """One keep-alive HTTP/1.1 connection, one request at a time: a device's link to the server."""
+    """One keep-alive HTTP/1.1 connection, one request at a time: a device's link to the server.
+    When an answer says `Connection: close` (the server evening out its processes' connections),
+    the next request goes on a new connection, as any HTTP client does."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader, self._writer = reader, writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Lane:
-        return cls(*await asyncio.open_connection(host, port))
+    def __init__(self, host: str, port: int) -> None:
+        self._address = (host, port)
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        self._writer.write(
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+        reader, writer = self._streams
+        writer.write(
             f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = next(
-            int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
-        )
-        return status, await self._reader.readexactly(length)
+        head = await reader.readuntil(b"\r\n\r\n")
+        headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
+        content = await reader.readexactly(int(headers[b"content-length"]))
+        if headers.get(b"connection") == b"close":
+            await self.close()
+        return int(head[9:12]), content
 
     async def close(self) -> None:
-        self._writer.close()
-        await self._writer.wait_closed()
+        if self._streams is not None:
+            self._streams[1].close()
+            await self._streams[1].wait_closed()
+            self._streams = None
 
 
 class _Answer(msgspec.Struct):
@@ -237,7 +241,7 @@ class Http:
 
     async def lane(self, person: Person) -> Lane:
         if id(person) not in self.lanes:
-            self.lanes[id(person)] = await Lane.open(self.host, self.port)
+            self.lanes[id(person)] = Lane(self.host, self.port)
         return self.lanes[id(person)]
 
     async def sync(self, person: Person, body: bytes) -> _Answer | None:

@@ -8,6 +8,7 @@ across the processes instead.
 
 The parent only supervises: it starts the processes, starts a new one when one dies, and on
 SIGINT or SIGTERM lets them finish what they are answering (uvicorn's graceful shutdown).
+The kernel's placement of connections is evened out by service/connection_shares.py.
 """
 
 from __future__ import annotations
@@ -18,17 +19,23 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import MutableSequence
 from multiprocessing import connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from typing import Any
 
 import structlog
 
+from service.connection_shares import EvenShares, Shares
+
 log = structlog.get_logger("kindsync.api")
 
 # How long the processes get to finish after Ctrl-C or SIGTERM, beyond uvicorn's own grace.
 _STOP_MARGIN_S = 5.0
+# How often an API process publishes its connection count when idle.
+_PUBLISH_EVERY_S = 0.5
 # prctl(2): the signal a process gets when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
 
@@ -58,8 +65,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def serve(processes: int, options: dict[str, Any]) -> int:
     """Run `processes` API processes with uvicorn `options` (host and port included) until stopped."""
     context = multiprocessing.get_context("spawn")
-    start = functools.partial(_start, context, options)
-    running = [start() for _ in range(processes)]
+    # Connections each process holds (service/connection_shares.py), one slot per process.
+    counts = context.RawArray("i", processes)
+    start = functools.partial(_start, context, options, counts)
+    running = [start(slot) for slot in range(processes)]
     stopping: list[int] = []
 
     def stop(signum: int, _frame: object) -> None:
@@ -74,7 +83,8 @@ def serve(processes: int, options: dict[str, Any]) -> int:
             if process.sentinel in ended and not stopping:
                 process.join()
                 log.warning("api_process_replaced", exit_code=process.exitcode)
-                running[index] = start()
+                counts[index] = 0
+                running[index] = start(index)
 
     # A signal sent to this process alone (a supervisor's SIGTERM) must reach the API processes; one
     # that already has Ctrl-C from the terminal takes the SIGTERM as the same request to finish.
@@ -89,19 +99,35 @@ def serve(processes: int, options: dict[str, Any]) -> int:
     return 0
 
 
-def _start(context: SpawnContext, options: dict[str, Any]) -> SpawnProcess:
-    process = context.Process(target=_serve_one, args=(options, os.getpid()), daemon=False)
+def _start(context: SpawnContext, options: dict[str, Any], counts: MutableSequence[int], slot: int) -> SpawnProcess:
+    process = context.Process(target=_serve_one, args=(options, os.getpid(), counts, slot), daemon=False)
     process.start()
     return process
 
 
-def _serve_one(options: dict[str, Any], supervisor: int) -> None:
-    """One API process: its own socket on the shared port, its own app from the environment."""
+def _serve_one(options: dict[str, Any], supervisor: int, counts: MutableSequence[int], slot: int) -> None:
+    """One API process: its own socket on the shared port, its own app from the environment, and
+    its connections kept to an even share."""
     import uvicorn
 
     from service.app import app_from_environment
 
     _stop_with(supervisor)
     sock = listening_socket(options["host"], options["port"])
-    app = app_from_environment()
-    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+    shares = Shares(counts, slot)
+    server = uvicorn.Server(uvicorn.Config(EvenShares(app_from_environment(), shares, lambda: held(server)), **options))
+    threading.Thread(target=_publish, args=(shares, server), name="connection-shares", daemon=True).start()
+    server.run(sockets=[sock])
+
+
+def held(server: Any) -> int:
+    """Connections a uvicorn server holds open."""
+    return len(server.server_state.connections)
+
+
+def _publish(shares: Shares, server: Any) -> None:
+    """Keep this process's count fresh while it answers nothing (a process only publishes as it
+    answers, and one whose connections all closed would otherwise look busy)."""
+    while True:
+        shares.publish(held(server))
+        time.sleep(_PUBLISH_EVERY_S)
