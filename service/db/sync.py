@@ -1,7 +1,8 @@
 """Queries of the sync path: a handful of statements per batch, never one per mutation.
 
-Whole batches go in as arrays (`unnest`) with asyncpg's own codecs. The
-statements of a sync round trip are sent on the asyncpg connection itself
+Whole batches go in at once: lookups as arrays (`unnest`), a batch's new rows
+as one JSON document beside binary arrays (save_batch). The statements of a
+sync round trip are sent on the asyncpg connection itself
 (`Driver`, from service.db.engine.driver_transaction): SQLAlchemy's work per
 statement cost more than the statement. The rest (workers, the records API)
 runs through SQLAlchemy connections. What people wrote is sealed here on the
