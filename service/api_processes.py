@@ -115,12 +115,14 @@ def _serve_one(options: dict[str, Any], supervisor: int, counts: MutableSequence
     _stop_with(supervisor)
     sock = listening_socket(options["host"], options["port"])
     shares = Shares(counts, slot)
-    server = uvicorn.Server(uvicorn.Config(EvenShares(app_from_environment(), shares, lambda: held(server)), **options))
+    server = uvicorn.Server(
+        uvicorn.Config(EvenShares(app_from_environment(), shares, lambda: _held(server)), **options)
+    )
     threading.Thread(target=_publish, args=(shares, server), name="connection-shares", daemon=True).start()
     server.run(sockets=[sock])
 
 
-def held(server: Any) -> int:
+def _held(server: Any) -> int:
     """Connections a uvicorn server holds open."""
     return len(server.server_state.connections)
 
@@ -129,5 +131,5 @@ def _publish(shares: Shares, server: Any) -> None:
     """Keep this process's count fresh while it answers nothing (a process only publishes as it
     answers, and one whose connections all closed would otherwise look busy)."""
     while True:
-        shares.publish(held(server))
+        shares.publish(_held(server))
         time.sleep(_PUBLISH_EVERY_S)

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from service import api_processes, heap
+from service import heap
 from service.envelope import EnvelopeError, MasterKeys
 from service.settings import Settings, SettingsError
 
@@ -81,10 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
-    import uvicorn
-
-    from service.app import create_app
-
     options: dict[str, Any] = {
         "host": host or settings.host,
         "port": port or settings.port,
@@ -95,8 +91,15 @@ def _run_api(settings: Settings, host: str | None, port: int | None) -> int:
         "timeout_graceful_shutdown": 10,
     }
     if settings.api_processes > 1:
-        # Each process builds its own app from the same environment, on a socket of its own.
+        # Each process builds its own app from the same environment, on a socket of its own;
+        # this one only supervises them and needs none.
+        from service import api_processes
+
         return api_processes.serve(settings.api_processes, options)
+    import uvicorn
+
+    from service.app import create_app
+
     app = create_app(settings)
     heap.settle()
     try:

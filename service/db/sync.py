@@ -53,7 +53,7 @@ class Locked(msgspec.Struct, frozen=True):
     """What the lock statement read. It read in the snapshot taken before it waited for the lock:
     what a write committed meanwhile is not in it. A data key made meanwhile is found by
     keys.read_or_create; a receipt of the same batch written meanwhile makes this batch's own
-    receipt clash (BatchWrittenMeanwhile), and the batch is run again."""
+    receipt clash (is_batch_written_meanwhile), and the batch is run again."""
 
     last_seq: int
     # The data key as stored, if the person has one.
@@ -377,13 +377,14 @@ WITH page AS (
     WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4 + 1
 ), position AS (
     SELECT CASE WHEN count(*) > $4 THEN (SELECT seq FROM page ORDER BY seq OFFSET $4 - 1 LIMIT 1)
-                ELSE greatest($2, coalesce($5, max(seq))) END AS seq
+                ELSE greatest($2, coalesce($5, max(seq))) END AS seq,
+           count(*) > $4 AS has_more
     FROM page
 ), remembered AS (
     INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $6, seq FROM position
     ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 )
-SELECT page.*, position.seq, (SELECT count(*) FROM page) > $4, k.master_key_id, k.wrapped
+SELECT page.*, position.seq, position.has_more, k.master_key_id, k.wrapped
 FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORDER BY page.seq
 """  # noqa: S608
 
