@@ -84,10 +84,13 @@ class Syncer:
             # The person's key is read with the page (queries.pull).
             return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
 
-        locked = await queries.lock_user(conn, user_id, request.batch_id)
+        # Checked before the lock is taken: the lock is held only for the statements.
+        prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
+        mutations = [m for m in prepared if isinstance(m, Mutation)]
+        request_hash = _request_hash(request)
+        locked = await queries.lock_user(conn, user_id, request.batch_id, mutations)
         last_seq = locked.last_seq
         key = await data_keys.read_or_create(conn, self._master, user_id, locked.key)
-        request_hash = _request_hash(request)
         if locked.receipt is not None:
             stored = queries.open_batch(key, request.batch_id, locked.receipt)
             if stored.request_hash != request_hash:
@@ -96,23 +99,23 @@ class Syncer:
                 )
             return await self._pull(conn, user_id, key, request, after, last_seq, last_seq, stored.results, now)
 
-        prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
-        mutations = [m for m in prepared if isinstance(m, Mutation)]
-        current, seen = await queries.load_targets(conn, key, mutations)
-        since = _history_needed(current, mutations)
-        history = await queries.load_history(conn, key, since)
-
+        targets = (
+            queries.open_targets(key, locked.targets)
+            if locked.targets is not None
+            else await queries.load_targets(conn, key, mutations)
+        )
+        current = targets.records
         before = {record_id: record.version for record_id, record in current.items()}
-        core_results, written = apply_batch(current, history, seen, prepared, POLICY)
+        core_results, written = apply_batch(current, targets.history, targets.applied, prepared, POLICY)
         changed = _changed_in_order(current, before, written)
         numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
         # Ids and kinds only: the workers read what they need from the records.
-        changed_records = [[str(r.id), r.kind, r.version, r.deleted] for _, r in numbered]
+        changed_records = [[r.id, r.kind, r.version, r.deleted] for _, r in numbered]
         event = (RECORDS_CHANGED, {"records": changed_records}) if numbered else None
         # The records are stamped with the transaction's time, known since the lock.
         results = [_wire_result(r, locked.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
-        await queries.save_batch(conn, key, written, numbered, last_seq + len(numbered), receipt, event)
+        await queries.save_batch(conn, key, written, numbered, before, last_seq + len(numbered), receipt, event)
         if self._on_applied is not None:
             self._on_applied(results)
         return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)
@@ -234,16 +237,6 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         fingerprint=fingerprint,
         whole=whole,
     )
-
-
-def _history_needed(current: dict[UUID, Record], mutations: list[Mutation]) -> dict[UUID, int]:
-    """For records changed since a mutation's base: load history from the oldest base on."""
-    since: dict[UUID, int] = {}
-    for m in mutations:
-        record = current.get(m.id)
-        if record is not None and m.base_version < record.version:
-            since[m.id] = min(since.get(m.id, m.base_version), m.base_version)
-    return since
 
 
 def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[UUID]:

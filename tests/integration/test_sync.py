@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.sync import SyncResponse
@@ -664,6 +664,58 @@ async def test_a_pull_during_concurrent_writes_of_three_devices_misses_nothing(c
     assert {record for record, _ in pulled} == created
     assert len(pulled) == len(set(pulled)), "a record was pulled twice at the same version"
     assert sum(overlapped) > 0, "the reader never pulled while the writers wrote"
+
+
+async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_that_write(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """A batch reads what it starts from as it takes the person's lock. Another device's write
+    holds the lock, changing the record the batch edits; once it commits, the batch must see that
+    version, not the one its first read found, and merge with it."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="morning pages")))
+    await tablet.sync()
+    user_id = uuid.UUID(tokens["user_id"])
+
+    async with engine.connect() as holder:
+        # Another device's write, as a batch makes one: under the lock, a version 2 with other tags.
+        await holder.exec_driver_sql("SELECT 1 FROM sync_state WHERE user_id = $1 FOR UPDATE", (user_id,))
+        await holder.exec_driver_sql(
+            "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, sealed, changed_at, "
+            "device_id) SELECT user_id, record_id, 2, kind, deleted, jsonb_set(data, '{tags}', '[\"rain\"]'), "
+            "sealed, now(), $3 FROM record_versions WHERE user_id = $1 AND record_id = $2 AND version = 1",
+            (user_id, uuid.UUID(record), uuid.uuid4()),
+        )
+        await holder.exec_driver_sql(
+            "UPDATE records SET version = 2, data = jsonb_set(data, '{tags}', '[\"rain\"]'), "
+            "stamps = jsonb_set(stamps, '{tags}', jsonb_build_array(now(), $3::uuid)), changed_at = now(), "
+            "seq = (SELECT last_seq + 1 FROM sync_state WHERE user_id = $1) WHERE user_id = $1 AND id = $2",
+            (user_id, uuid.UUID(record), uuid.uuid4()),
+        )
+        await holder.exec_driver_sql("UPDATE sync_state SET last_seq = last_seq + 1 WHERE user_id = $1", (user_id,))
+        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
+        async with engine.connect() as watcher:
+            for _ in range(100):
+                waiting = await watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' AND query LIKE '%sync_state%'"
+                    )
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.05)
+        assert waiting, "the tablet's batch never waited for the lock"
+        await holder.commit()
+
+    response = await edit
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert result["version"] == 3
+    assert (result["record"]["data"]["body"], result["record"]["data"]["tags"]) == ("evening pages", ["rain"])
+    assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [3, 2, 1]
 
 
 # --- manifest ------------------------------------------------------------------------------------
