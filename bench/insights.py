@@ -125,7 +125,7 @@ async def seed(dsn: str, people: int, week: datetime) -> None:
             ]
             await conn.execute(
                 "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, seq) "
-                "SELECT u, i, k, 1, false, d, '{}'::jsonb, c, row_number() OVER () "
+                "SELECT u, i, k, 1, false, d, '\\x80'::bytea, c, row_number() OVER () "
                 "FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[]) AS t(u, i, k, d, c)",
                 [r[0] for r in rows],
                 [r[1] for r in rows],

@@ -84,6 +84,42 @@ def cpu_seconds(root: int) -> float:
     return sum(process_tree(root).values())
 
 
+def database_cpu_seconds() -> float:
+    """CPU time used so far by Postgres (every process named postgres: the backends, and the WAL
+    writer and checkpointer, whose work the writes cause). Nothing else uses this Postgres while a
+    figure is measured, so the difference over a run is what that run cost the database."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as file:
+                name, fields = file.read().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue
+        if name == "postgres":
+            values = fields.split()
+            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Spent:
+    """The CPU the API's processes (when given) and Postgres use from now until `into`: beside a
+    rate, the like-for-like figure on a machine whose other load varies from run to run."""
+
+    def __init__(self, server_pid: int | None = None) -> None:
+        self._server_pid = server_pid
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, float]:
+        return (cpu_seconds(self._server_pid) if self._server_pid else 0.0), database_cpu_seconds()
+
+    def into(self, figures: Figures) -> Figures:
+        api, database = self._read()
+        figures.cpu_s, figures.db_cpu_s = api - self._start[0], database - self._start[1]
+        return figures
+
+
 def listening(root: int, port: int) -> int:
     """Listening sockets on `port` among the API's processes: one per process once all are up."""
     inodes: set[str] = set()
@@ -109,6 +145,7 @@ class Figures:
     seconds: float
     latencies: list[float]
     cpu_s: float = 0.0  # of the API processes, when measured
+    db_cpu_s: float = 0.0  # of Postgres
 
     @property
     def rate(self) -> float:
@@ -328,10 +365,10 @@ async def through_http(base_url: str, args: argparse.Namespace, server_pid: int)
             [http.post(p, p.devices[0], batch, {"applied"}) for batch in plan]
             for p, plan in zip(people, plans, strict=True)
         ]
-        cpu = cpu_seconds(server_pid)
+        spent = Spent(server_pid)
         seconds, latencies = await timed_batches(calls)
         http.check("ingest")
-        ingest = Figures(args.devices * args.batches * args.size, seconds, latencies, cpu_seconds(server_pid) - cpu)
+        ingest = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
         # The second devices have what the first ones wrote before the clock starts, as phones that
         # synced in between would: this goal measures updates; a first sync is measured below.
@@ -343,10 +380,10 @@ async def through_http(base_url: str, args: argparse.Namespace, server_pid: int)
             calls.append(
                 [http.post(person, person.devices[b % 2], batch, {"applied", "merged"}) for b, batch in enumerate(plan)]
             )
-        cpu = cpu_seconds(server_pid)
+        spent = Spent(server_pid)
         seconds, latencies = await timed_batches(calls)
         http.check("updates")
-        updates = Figures(args.devices * args.batches * args.size, seconds, latencies, cpu_seconds(server_pid) - cpu)
+        updates = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
         reader = Person(
             (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
@@ -357,9 +394,8 @@ async def through_http(base_url: str, args: argparse.Namespace, server_pid: int)
         ]
         await timed_batches([seed_calls])
         http.check("first sync seeding")
-        cpu = cpu_seconds(server_pid)
-        first_sync = await pull_everything(http, reader)
-        first_sync.cpu_s = cpu_seconds(server_pid) - cpu
+        spent = Spent(server_pid)
+        first_sync = spent.into(await pull_everything(http, reader))
     await http.close()
     return {"ingest": ingest, "updates": updates, "first_sync": first_sync}
 
@@ -390,6 +426,7 @@ async def pull_everything(http: Http, person: Person) -> Figures:
     return Figures(pulled, seconds, latencies)
 
 
+# Stamps are MessagePack; raw asyncpg writes an empty map (0x80), as it writes no sealed text.
 _RAW_INGEST = """
 WITH batch AS (
     SELECT * FROM unnest($2::uuid[], $3::text[], $4::jsonb[], $5::timestamptz[]) AS b(id, kind, data, at)
@@ -398,7 +435,7 @@ WITH batch AS (
     SELECT $1, id, 1, kind, false, data, at, $6 FROM batch
 )
 INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq)
-SELECT $1, id, kind, 1, false, data, '{}'::jsonb, at, $6, $7 + row_number() OVER () FROM batch
+SELECT $1, id, kind, 1, false, data, '\\x80'::bytea, at, $6, $7 + row_number() OVER () FROM batch
 """
 
 _RAW_UPDATE = """
@@ -455,8 +492,9 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
         [ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
         for user, p, plan in zip(users[:-1], people, plans, strict=True)
     ]
+    spent = Spent()
     seconds, latencies = await timed_batches(calls)
-    ingest_figures = Figures(args.devices * args.batches * args.size, seconds, latencies)
+    ingest_figures = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
     def update(user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int) -> Callable[[], Awaitable[None]]:
         values = (
@@ -476,8 +514,9 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
         ]
         for user, p in zip(users[:-1], people, strict=True)
     ]
+    spent = Spent()
     seconds, latencies = await timed_batches(calls)
-    updates = Figures(args.devices * args.batches * args.size, seconds, latencies)
+    updates = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
     reader = users[-1]
     seeded = new_records(FIRST_SYNC_RECORDS, 7, stamp)
@@ -486,6 +525,7 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
     )
     async with pool.acquire() as conn:
         after, pulled, page_latencies = 0, 0, []
+        spent = Spent()
         with clock_running():
             started = time.perf_counter()
             while True:
@@ -496,7 +536,7 @@ async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
                 if len(rows) < PULL_LIMIT_DEFAULT:
                     break
                 after = rows[-1]["seq"]
-            first_sync = Figures(pulled, time.perf_counter() - started, page_latencies)
+            first_sync = spent.into(Figures(pulled, time.perf_counter() - started, page_latencies))
     await pool.close()
     return {"ingest": ingest_figures, "updates": updates, "first_sync": first_sync}
 
@@ -554,8 +594,8 @@ def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Fi
     print(f"API processes: {args.api_processes} (API_PROCESSES)")
     print(f"first sync: {FIRST_SYNC_RECORDS:,} records, pages of {PULL_LIMIT_DEFAULT}")
     print(
-        f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'API cpu/item':>13} "
-        f"{'raw asyncpg':>14} {'p99':>8} {'ratio':>6}   wanted"
+        f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'API cpu/item':>13} {'db cpu/item':>12} "
+        f"{'raw asyncpg':>14} {'p99':>8} {'db cpu/item':>12} {'ratio':>6}   wanted"
     )
     rows = (
         ("ingest, new records (mutations/s)", "ingest", ">= 0.50 x raw, p99 <= 100 ms"),
@@ -566,9 +606,11 @@ def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Fi
         ours, base = http[key], raw[key]
         print(
             f"{name:<34} {ours.rate:>14,.0f} {ours.p50_ms:>6.0f}ms {ours.p99_ms:>6.0f}ms "
-            f"{ours.cpu_s / ours.items * 1e6:>11.0f}us "
-            f"{base.rate:>14,.0f} {base.p99_ms:>6.0f}ms {ours.rate / base.rate:>6.2f}   {wanted}"
+            f"{ours.cpu_s / ours.items * 1e6:>11.0f}us {ours.db_cpu_s / ours.items * 1e6:>10.0f}us "
+            f"{base.rate:>14,.0f} {base.p99_ms:>6.0f}ms {base.db_cpu_s / base.items * 1e6:>10.0f}us "
+            f"{ours.rate / base.rate:>6.2f}   {wanted}"
         )
+    print("cpu/item: CPU time per mutation or record, of the API's processes and of Postgres")
 
 
 async def wait_until_up(base_url: str, server_pid: int, port: int, processes: int, within_s: float = 60) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,6 +20,7 @@ from service.db import migrate
 from service.db.engine import create_engine, drop_database, ensure_database
 from service.envelope import MasterKeys
 from service.settings import Settings
+from service.sync.model import Stamp
 from tests.integration.conftest import bearer, serve, signup
 from tests.integration.test_encryption import pg_dump
 
@@ -92,6 +94,37 @@ async def test_the_encryption_migration_seals_text_stored_before_it(settings: Se
         async with engine.connect() as conn:
             stored = await conn.exec_driver_sql("SELECT data::text AS data FROM records WHERE id = $1", (entry,))
             assert json.loads(stored.scalar_one()) == data
+
+
+async def test_stamps_stored_as_json_come_through_the_move_to_msgpack_and_back(settings: Settings) -> None:
+    """Who last set each field, and when, as an earlier release stored it, is read the same after
+    the upgrade, and written back the same by the downgrade."""
+    async with scratch_database(settings) as (_, engine):
+        await migrate.upgrade(engine, "0006")
+        user_id, record = uuid.uuid4(), uuid.uuid4()
+        phone, tablet = uuid.uuid4(), uuid.uuid4()
+        stamps = {
+            "occurred_at": ["2026-11-20T21:04:00.123456+01:00", str(phone)],
+            "mood": ["2026-11-21T08:00:00+00:00", str(tablet)],
+        }
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("INSERT INTO users (id) VALUES ($1)", (user_id,))
+            await conn.exec_driver_sql(
+                "INSERT INTO records (user_id, id, kind, version, deleted, data, stamps, changed_at, device_id, seq) "
+                "VALUES ($1, $2, 'mood_checkin', 2, false, '{}'::jsonb, $3::jsonb, now(), $4, 2)",
+                (user_id, record, json.dumps(stamps), tablet),
+            )
+        expected = msgspec.json.decode(json.dumps(stamps), type=dict[str, Stamp])
+
+        await migrate.upgrade(engine)
+        async with engine.connect() as conn:
+            packed = await conn.scalar(text("SELECT stamps FROM records WHERE id = :id"), {"id": record})
+        assert msgspec.msgpack.decode(packed, type=dict[str, Stamp]) == expected
+
+        await migrate.downgrade(engine, "0006")
+        async with engine.connect() as conn:
+            stored = await conn.scalar(text("SELECT stamps::text FROM records WHERE id = :id"), {"id": record})
+        assert msgspec.json.decode(stored, type=dict[str, Stamp]) == expected
 
 
 async def _write_as_release_0004(

@@ -25,6 +25,7 @@ from schemas.sync import SyncResponse
 from service.db.tables import record_versions
 from service.settings import Settings
 from service.sync import cursor as cursors
+from service.sync.model import Stamp
 from tests.integration.conftest import Client, anonymous, assert_problem, bearer, signup
 
 MSGPACK = "application/msgpack"
@@ -688,11 +689,16 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
             "sealed, now(), $3 FROM record_versions WHERE user_id = $1 AND record_id = $2 AND version = 1",
             (user_id, uuid.UUID(record), uuid.uuid4()),
         )
+        stamps = msgspec.msgpack.decode(
+            await holder.scalar(text("SELECT stamps FROM records WHERE id = :id"), {"id": uuid.UUID(record)}),
+            type=dict[str, Stamp],
+        )
+        stamps["tags"] = Stamp(at=datetime.now(UTC), device=uuid.uuid4())
         await holder.exec_driver_sql(
-            "UPDATE records SET version = 2, data = jsonb_set(data, '{tags}', '[\"rain\"]'), "
-            "stamps = jsonb_set(stamps, '{tags}', jsonb_build_array(now(), $3::uuid)), changed_at = now(), "
-            "seq = (SELECT last_seq + 1 FROM sync_state WHERE user_id = $1) WHERE user_id = $1 AND id = $2",
-            (user_id, uuid.UUID(record), uuid.uuid4()),
+            "UPDATE records SET version = 2, data = jsonb_set(data, '{tags}', '[\"rain\"]'), stamps = $3, "
+            "changed_at = now(), seq = (SELECT last_seq + 1 FROM sync_state WHERE user_id = $1) "
+            "WHERE user_id = $1 AND id = $2",
+            (user_id, uuid.UUID(record), msgspec.msgpack.encode(stamps)),
         )
         await holder.exec_driver_sql("UPDATE sync_state SET last_seq = last_seq + 1 WHERE user_id = $1", (user_id,))
         edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))

@@ -14,7 +14,7 @@ which `kindsync migrate` hands over.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -22,6 +22,7 @@ import msgspec
 import sqlalchemy as sa
 from alembic import context, op
 
+from service.db.rewrite import rewrite
 from service.envelope import DataKey, MasterKeys, WrappedKey, split
 
 revision: str = "0005"
@@ -29,7 +30,6 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-PAGE = 1000
 _json = msgspec.json.Encoder()
 
 
@@ -56,10 +56,10 @@ def upgrade() -> None:
         key = keys.of(row.user_id)
         return (_json.encode(plain).decode(), key.seal(row.record_id, row.data)[1])
 
-    _rewrite(
+    rewrite(
         keys.conn, "records", ("user_id", "id"), "id AS record_id, data", seal_row, "data = u.a::jsonb, sealed = u.b"
     )
-    _rewrite(
+    rewrite(
         keys.conn,
         "record_versions",
         ("user_id", "record_id", "version"),
@@ -71,7 +71,7 @@ def upgrade() -> None:
     def seal_batch(row: Any) -> tuple[Any, ...] | None:
         return (None, keys.of(row.user_id).seal_bytes(b"batch", row.batch_id, bytes(row.results)))
 
-    _rewrite(keys.conn, "sync_batches", ("user_id", "batch_id"), "results", seal_batch, "results = u.b")
+    rewrite(keys.conn, "sync_batches", ("user_id", "batch_id"), "results", seal_batch, "results = u.b")
 
 
 def downgrade() -> None:
@@ -83,7 +83,7 @@ def downgrade() -> None:
         data = keys.of(row.user_id, create=False).open(row.record_id, row.data, bytes(row.sealed))
         return (_json.encode(data).decode(), None)
 
-    _rewrite(
+    rewrite(
         keys.conn,
         "records",
         ("user_id", "id"),
@@ -91,7 +91,7 @@ def downgrade() -> None:
         open_row,
         "data = u.a::jsonb, sealed = u.b",
     )
-    _rewrite(
+    rewrite(
         keys.conn,
         "record_versions",
         ("user_id", "record_id", "version"),
@@ -103,7 +103,7 @@ def downgrade() -> None:
     def open_batch(row: Any) -> tuple[Any, ...] | None:
         return (None, keys.of(row.user_id, create=False).open_bytes(b"batch", row.batch_id, bytes(row.results)))
 
-    _rewrite(keys.conn, "sync_batches", ("user_id", "batch_id"), "results", open_batch, "results = u.b")
+    rewrite(keys.conn, "sync_batches", ("user_id", "batch_id"), "results", open_batch, "results = u.b")
     op.drop_column("records", "sealed")
     op.drop_column("record_versions", "sealed")
     op.drop_table("data_keys")
@@ -137,40 +137,3 @@ class _Keys:
             raise RuntimeError(f"no data key to open the text of person {user_id}")
         self._known[user_id] = key
         return key
-
-
-def _rewrite(
-    conn: sa.Connection,
-    table: str,
-    key_columns: tuple[str, ...],
-    columns: str,
-    change: Callable[[Any], tuple[Any, ...] | None],
-    assignments: str,
-) -> None:
-    """Page through `table` in key order; `change` answers (a, b) for a row to update, None to keep it."""
-    keys = ", ".join(key_columns)
-    key_types = {"user_id": "uuid", "id": "uuid", "record_id": "uuid", "batch_id": "uuid", "version": "int"}
-    after: tuple[Any, ...] | None = None
-    while True:
-        where = f"WHERE ({keys}) > ({', '.join(f'${i + 1}' for i in range(len(key_columns)))})" if after else ""
-        rows = conn.exec_driver_sql(
-            f"SELECT {keys}, {columns} FROM {table} {where} ORDER BY {keys} LIMIT {PAGE}",  # noqa: S608
-            after or (),
-        ).all()
-        if not rows:
-            return
-        updates = [(row, out) for row in rows if (out := change(row)) is not None]
-        if updates:
-            n = len(key_columns)
-            unnested = ", ".join(f"${i + 1}::{key_types[c]}[]" for i, c in enumerate(key_columns))
-            matches = " AND ".join(f"t.{c} = u.{c}" for c in key_columns)
-            conn.exec_driver_sql(
-                f"UPDATE {table} t SET {assignments} FROM unnest({unnested}, ${n + 1}::text[], ${n + 2}::bytea[]) "  # noqa: S608
-                f"AS u({keys}, a, b) WHERE {matches}",
-                (
-                    *([getattr(row, c) for row, _ in updates] for c in key_columns),
-                    [out[0] for _, out in updates],
-                    [out[1] for _, out in updates],
-                ),
-            )
-        after = tuple(getattr(rows[-1], c) for c in key_columns)
