@@ -409,10 +409,12 @@ class Page(msgspec.Struct, frozen=True):
     position: int
 
 
+# Both ends of the page's range bound the index scan: as a filter, the upper end made the scan read
+# (and throw away) every change after it, such as all of the batch's own just written.
 _PULL = f"""
 WITH page AS (
     SELECT {CHANGE_COLUMNS}, seq FROM records
-    WHERE user_id = $1 AND seq > $2 AND ($3::bigint IS NULL OR seq <= $3) ORDER BY seq LIMIT $4 + 1
+    WHERE user_id = $1 AND seq > $2 AND seq <= coalesce($3::bigint, 9223372036854775807) ORDER BY seq LIMIT $4 + 1
 ), position AS (
     SELECT CASE WHEN count(*) > $4 THEN (SELECT seq FROM page ORDER BY seq OFFSET $4 - 1 LIMIT 1)
                 ELSE greatest($2, coalesce($5, max(seq))) END AS seq,
