@@ -133,10 +133,23 @@ class DataKey:
 
     def seal(self, record_id: UUID, data: Mapping[str, Any]) -> tuple[dict[str, Any], bytes | None]:
         """Split a record's data into its plain fields and one sealed blob of the private ones."""
-        plain, private = split(data)
-        if not private:
-            return plain, None
-        return plain, self.seal_bytes(b"record", record_id, _pack.encode(private))
+        return self.seal_all([(record_id, data)])[0]
+
+    def seal_all(self, records: Sequence[tuple[UUID, Mapping[str, Any]]]) -> list[tuple[dict[str, Any], bytes | None]]:
+        """`seal` for each (record id, data), their nonces drawn from the system in one call rather
+        than one each: a batch's hundred system calls were a tenth of the time it took to seal it."""
+        splits = [split(data) for _, data in records]
+        randomness = os.urandom(NONCE_BYTES * sum(1 for _, private in splits if private))
+        out: list[tuple[dict[str, Any], bytes | None]] = []
+        at = 0
+        for (record_id, _), (plain, private) in zip(records, splits, strict=True):
+            if not private:
+                out.append((plain, None))
+                continue
+            nonce = randomness[at : at + NONCE_BYTES]
+            at += NONCE_BYTES
+            out.append((plain, _seal(self._cipher, self._aad(b"record", record_id), _pack.encode(private), nonce)))
+        return out
 
     def open(self, record_id: UUID, plain: dict[str, Any], sealed: bytes | None) -> dict[str, Any]:
         """The record's data whole again."""
@@ -216,8 +229,10 @@ def _aad(purpose: bytes, owner: UUID, row_id: UUID | None = None) -> bytes:
     return purpose + b"|" + owner.bytes + (row_id.bytes if row_id is not None else b"")
 
 
-def _seal(cipher: AESGCM, aad: bytes, payload: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def _seal(cipher: AESGCM, aad: bytes, payload: bytes, nonce: bytes | None = None) -> bytes:
+    """A blob: format, nonce (random, never reused under a key), ciphertext and tag."""
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
     return FORMAT + nonce + cipher.encrypt(nonce, payload, aad)
 
 

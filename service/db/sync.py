@@ -357,8 +357,9 @@ async def save_batch(
     rows: list[_Saved] = []
     blobs: list[bytes | None] = []
     stamps: list[bytes | None] = []
-    for n, v in enumerate(written):
-        plain, sealed = key.seal(v.record_id, v.data)
+    for n, (v, (plain, sealed)) in enumerate(
+        zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
+    ):
         row = _Saved(v.record_id, v.version, v.kind, v.deleted, plain, v.changed_at, v.device_id)
         if newest[v.record_id] == n and v.record_id in current:
             seq, record = current[v.record_id]

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from schemas.records import ANSWER_RULES, KINDS, PRIVATE_FIELDS, Invalid, validate_full
 from service.envelope import (
     KEY_BYTES,
+    NONCE_BYTES,
     DataKey,
     EnvelopeError,
     MasterKeys,
@@ -232,6 +233,34 @@ def test_a_sealed_record_opens_whole_and_its_text_is_nowhere_in_the_clear(
             continue
         for stored_bytes in stored:
             assert needle not in stored_bytes, f"{text!r} is readable in the stored bytes"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_records_sealed_together_each_open_to_their_own_data_and_no_nonce_repeats(data: st.DataObject) -> None:
+    """A batch's records are sealed in one go (one draw of randomness for all their nonces):
+    each still opens to exactly its own data, for its own record only, and no two share a nonce."""
+    batch = data.draw(
+        st.lists(
+            st.tuples(st.uuids(), st.sampled_from(sorted(KINDS)).flatmap(records)),
+            max_size=12,
+            unique_by=lambda item: item[0],
+        ),
+        label="records",
+    )
+
+    sealed_all = KEY.seal_all(batch)
+
+    assert len(sealed_all) == len(batch)
+    for (record_id, record), (plain, sealed) in zip(batch, sealed_all, strict=True):
+        assert KEY.open(record_id, plain, sealed) == record
+        assert (sealed is None) == (not PRIVATE_FIELDS & record.keys())
+        for other_id, _ in batch:
+            if other_id != record_id and sealed is not None:
+                with pytest.raises(EnvelopeError):
+                    KEY.open(other_id, plain, sealed)
+    nonces = [sealed[1 : 1 + NONCE_BYTES] for _, sealed in sealed_all if sealed is not None]
+    assert len(set(nonces)) == len(nonces)
 
 
 def test_a_blob_opens_only_for_its_owner_its_record_and_their_key() -> None:
