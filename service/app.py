@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> Litestar:
             "master_keys": singleton(master_keys),
             "syncer": singleton(
                 Syncer(
+                    engine=engine,
                     tombstone_retention=timedelta(days=settings.tombstone_retention_days),
                     master_keys=master_keys,
                     on_applied=api_metrics.observe_sync,

@@ -13,7 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import records as kinds
 from schemas.jobs import RECORDS_CHANGED
@@ -34,6 +36,8 @@ from schemas.sync import (
 )
 from service.db import keys as data_keys
 from service.db import sync as queries
+from service.db.engine import driver_connection, driver_transaction
+from service.db.errors import owner_gone
 from service.db.sync import Driver
 from service.envelope import DataKey, MasterKeys
 from service.insights.assessments import derive
@@ -62,17 +66,41 @@ POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finaliz
 
 
 class Syncer:
+    """Sync round trips on connections of the engine it is given. The sync handler asks for this
+    alone: Litestar resolves two or more dependencies of a handler concurrently, in a task group
+    whose set-up cost more than a pull of a page."""
+
     def __init__(
         self,
         *,
+        engine: AsyncEngine,
         tombstone_retention: timedelta,
         master_keys: MasterKeys,
         on_applied: Callable[[list[MutationResult]], None] | None = None,
     ) -> None:
+        self._engine = engine
         self._retention = tombstone_retention
         self._master = master_keys
         # Told of each newly applied batch's results (not of replays): the metrics count them.
         self._on_applied = on_applied
+
+    async def sync(self, user_id: UUID, request: SyncRequest) -> SyncResponse:
+        """One round trip on a pooled connection: in a transaction when the request carries
+        mutations; a pull alone is one statement (queries.pull), atomic without one."""
+        connect = driver_transaction if request.mutations else driver_connection
+        for attempt in (1, 2):
+            try:
+                async with connect(self._engine) as conn:
+                    return await self.run(conn, user_id, request)
+            except asyncpg.UniqueViolationError as error:
+                # A retry of this batch ran meanwhile: run again, which answers what it stored.
+                if attempt == 2 or not queries.is_batch_written_meanwhile(error):
+                    raise
+            except asyncpg.ForeignKeyViolationError as error:
+                if owner_gone(error):
+                    raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
+                raise
+        raise AssertionError("unreachable: the second attempt answers or raises")
 
     async def run(self, conn: Driver, user_id: UUID, request: SyncRequest) -> SyncResponse:
         """On `conn`, an asyncpg connection (queries.Driver): in a transaction when the request

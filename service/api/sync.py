@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
@@ -26,8 +25,7 @@ from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
 from service.db import keys as data_keys
 from service.db import sync as queries
-from service.db.engine import driver_connection, driver_transaction
-from service.db.errors import owner_gone
+from service.db.engine import driver_connection
 from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
 from service.sync_batch import Syncer
@@ -112,26 +110,11 @@ class SyncController(Controller):
     async def sync(
         self,
         request: Request[Principal, Token, Any],
-        engine: NamedDependency[AsyncEngine],
         syncer: NamedDependency[Syncer],
     ) -> Response[bytes]:
         """Push this device's queued mutations and pull every change it has not seen."""
         sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
-        # A pull alone is one statement (queries.pull): atomic without a transaction around it.
-        connect = driver_transaction if sync_request.mutations else driver_connection
-        for attempt in (1, 2):
-            try:
-                async with connect(engine) as conn:
-                    answer = await syncer.run(conn, request.user.user_id, sync_request)
-                break
-            except asyncpg.UniqueViolationError as error:
-                # A retry of this batch ran meanwhile: run again, which answers what it stored.
-                if attempt == 2 or not queries.is_batch_written_meanwhile(error):
-                    raise
-            except asyncpg.ForeignKeyViolationError as error:
-                if owner_gone(error):
-                    raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
-                raise
+        answer = await syncer.sync(request.user.user_id, sync_request)
         answer_type = _answer_type(request, media_type)
         return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
 
