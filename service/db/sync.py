@@ -85,10 +85,11 @@ class Targets(msgspec.Struct, frozen=True):
 
 # For each mutation (id, fingerprint, base version): its record, the version its fingerprint
 # already produced, and, when the record has moved past the base, its versions from the base on
-# (one row each). Each id is one index probe (a LATERAL join), whatever the planner knows of the
-# tables: with `id = ANY(…)` and no statistics yet (a new table, or after a bulk load) it reads all
-# of the person's rows instead, and the time grows with their history. OFFSET 0 keeps the planner
-# from flattening the subqueries back into that form.
+# (one row each). A mutation that meets none of these (a new record) has no row, rather than a
+# row of nulls for the API to read. Each id is one index probe (a LATERAL join), whatever the
+# planner knows of the tables: with `id = ANY(…)` and no statistics yet (a new table, or after a
+# bulk load) it reads all of the person's rows instead, and the time grows with their history.
+# OFFSET 0 keeps the planner from flattening the subqueries back into that form.
 _TARGETS = f"""
 SELECT r.id, r.kind, r.version, r.deleted, r.data::text, r.sealed, r.stamps, r.changed_at, r.device_id,
        q.fingerprint, f.version, {VERSION_COLUMNS}
@@ -98,6 +99,7 @@ LEFT JOIN LATERAL (SELECT version FROM record_versions
     WHERE user_id = $1 AND record_id = q.id AND fingerprint = q.fingerprint LIMIT 1) f ON true
 LEFT JOIN LATERAL (SELECT * FROM record_versions
     WHERE q.base < r.version AND user_id = $1 AND record_id = q.id AND version >= q.base OFFSET 0) v ON true
+WHERE r.id IS NOT NULL OR f.version IS NOT NULL
 """  # noqa: S608
 
 # The lock and all a batch starts from, in one statement. `seen` is the last change number in the
