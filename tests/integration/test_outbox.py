@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db.tables import notifications, outbox
-from service.outbox import Relay
+from service.outbox import CHANNEL, Relay
 from service.queue import create_redis
 from service.settings import Settings
 from tests.integration.conftest import Client, anonymous, bearer
@@ -150,3 +153,23 @@ async def _event_ids(engine: AsyncEngine) -> list[int]:
 
 async def _queue_empty(redis: ArqRedis) -> bool:
     return bool(await redis.zcard("arq:queue") == 0)
+
+
+async def test_a_batch_that_changes_records_wakes_the_relay_at_commit(client: Client, settings: Settings) -> None:
+    """The relay sleeps until Postgres tells it that events were written: a synced change must
+    wake it (else its events wait for the relay's next poll), a pull alone must not."""
+    dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    listener = await asyncpg.connect(dsn)
+    woken: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *args: woken.put_nowait(args[2]))
+    try:
+        phone = Phone(client, await anonymous(client))
+        pull = {"device_id": phone.device, "batch_id": str(uuid.uuid4()), "mutations": []}
+        assert (await client.post("/v1/sync", json=pull, headers=bearer(phone.tokens))).status_code == 200
+        await phone.send(str(uuid.uuid4()), experiment(None))
+
+        assert await asyncio.wait_for(woken.get(), timeout=5) == CHANNEL
+        await asyncio.sleep(0.2)
+        assert woken.empty(), "one batch, one wake-up; the pull woke nobody"
+    finally:
+        await listener.close()
