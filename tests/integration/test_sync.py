@@ -590,6 +590,27 @@ async def test_a_request_does_not_echo_its_own_changes(client: Client) -> None:
     assert [c["id"] for c in (await tablet.sync())["changes"]] == [mine]
 
 
+async def test_a_record_a_request_changes_comes_back_in_its_result_not_as_the_older_change(client: Client) -> None:
+    """The tablet changed two records; the phone, not yet up to date, edits one of them. Its answer
+    brings the other one, and the edited one only as its result (merged with the tablet's
+    change), never the tablet's older version of it among the changes."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    edited, other = new_id(), new_id()
+    await tablet.sync(upsert(edited, "mood_checkin", checkin(mood=2)), upsert(other, "mood_checkin", checkin(mood=3)))
+    await phone.sync()
+    await tablet.sync(
+        upsert(edited, "mood_checkin", {"mood": 4}, base=1), upsert(other, "mood_checkin", {"mood": 5}, base=1)
+    )
+
+    body = await phone.sync(upsert(edited, "mood_checkin", {"note": "after a walk"}, base=1))
+
+    [result] = body["results"]
+    assert (result["version"], result["record"]["data"]["mood"]) == (3, 4)
+    assert [(c["id"], c["version"]) for c in body["changes"]] == [(other, 2)]
+    assert (await phone.sync())["changes"] == []
+
+
 async def test_paging_brings_every_record_once_in_change_order(client: Client) -> None:
     tokens = await anonymous(client)
     phone, tablet = Phone(client, tokens), Phone(client, tokens)
