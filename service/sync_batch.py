@@ -143,14 +143,10 @@ class Syncer:
         # The records are stamped with the transaction's time, known since the lock.
         results = [_wire_result(r, locked.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
-        # The page is read by the same statement: changes made before this batch, not its own.
-        pull = queries.Pull(device_id=request.device_id, after=after, limit=request.pull_limit)
-        page = await queries.save_batch(
-            conn, key, written, numbered, before, last_seq + len(numbered), receipt, event, pull
-        )
+        await queries.save_batch(conn, key, written, numbered, before, last_seq + len(numbered), receipt, event)
         if self._on_applied is not None:
             self._on_applied(results)
-        return _answer(results, page, now)
+        return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:
@@ -192,16 +188,12 @@ class Syncer:
             own_up_to=own_up_to,
             limit=request.pull_limit,
         )
-        return _answer(results, page, now)
-
-
-def _answer(results: list[MutationResult], page: queries.Page, now: datetime) -> SyncResponse:
-    return SyncResponse(
-        results=results,
-        changes=page.changes,
-        cursor=cursors.encode(page.position, now),
-        has_more=page.has_more,
-    )
+        return SyncResponse(
+            results=results,
+            changes=page.changes,
+            cursor=cursors.encode(page.position, now),
+            has_more=page.has_more,
+        )
 
 
 def _check_request(request: SyncRequest) -> None:

@@ -281,47 +281,6 @@ class Receipt(msgspec.Struct, frozen=True):
     results: list[MutationResult]
 
 
-class Pull(msgspec.Struct, frozen=True):
-    """What a device asks to be sent: changes after its position, up to `limit` of them."""
-
-    device_id: UUID
-    after: int
-    limit: int
-
-
-class Page(msgspec.Struct, frozen=True):
-    changes: list[Change]
-    has_more: bool
-    # Where the device's cursor now stands: the number of the last change it has.
-    position: int
-
-
-# A page of changes, the device's new position and its remembering, as the CTEs of a statement:
-# a pull alone (_PULL) or a batch's write (_SAVE_BATCH). The person is $1; `skip` leaves out
-# records the statement itself rewrites. Both ends of the range bound the index scan: as a filter,
-# the upper end made the scan read (and throw away) every change after it.
-_PAGE = """
-page AS (
-    SELECT {columns}, seq FROM records
-    WHERE user_id = $1 AND seq > {after} AND seq <= coalesce({up_to}::bigint, 9223372036854775807){skip}
-    ORDER BY seq LIMIT {limit} + 1
-), position AS (
-    SELECT CASE WHEN count(*) > {limit} THEN (SELECT seq FROM page ORDER BY seq OFFSET {limit} - 1 LIMIT 1)
-                ELSE greatest({after}, coalesce({own_up_to}, max(seq))) END AS seq,
-           count(*) > {limit} AS has_more
-    FROM page
-), remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, {device}, seq FROM position
-    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
-)"""
-
-_PULL = f"""
-WITH {_PAGE.format(columns=CHANGE_COLUMNS, after="$2", up_to="$3", limit="$4", own_up_to="$5", device="$6", skip="")}
-SELECT page.*, position.seq, position.has_more, k.master_key_id, k.wrapped
-FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORDER BY page.seq
-"""  # noqa: S608
-
-
 # One statement writes all of a batch: its versions and the new current states, the person's last
 # change number, the event for the workers (with a wake-up for the relay at commit) and the
 # batch's receipt. The rows go in as one JSON document, which msgspec writes in one call, rather
@@ -330,9 +289,7 @@ FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORD
 # every nested object again, and took twice the time). The sealed blobs, fingerprints and stamps,
 # most of the bytes, go beside it as binary arrays (zipped row by row with ROWS FROM), not as text
 # for Postgres to parse: stamps as JSON were half the document and a third of its time.
-# The same statement reads the page the device is sent, in the snapshot from before its writes:
-# the records it rewrites are left out, as their new state is in the results.
-_SAVE_BATCH = f"""
+_SAVE_BATCH = """
 WITH v AS (
     SELECT * FROM ROWS FROM (
         jsonb_to_recordset($2::jsonb) AS (record_id uuid, version int, kind text, deleted bool, data jsonb,
@@ -370,20 +327,10 @@ WITH v AS (
     VALUES ($1, $4, $5, $6, $7, $8, $9)
 ), event AS (
     INSERT INTO outbox (user_id, kind, payload) SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL
-    RETURNING pg_notify($12, '')
-), {
-    _PAGE.format(
-        columns=CHANGE_COLUMNS,
-        after="$16",
-        up_to="$17",
-        limit="$18",
-        own_up_to="$3",
-        device="$19",
-        skip=" AND id <> ALL($20::uuid[])",
-    )
-}
-SELECT page.*, position.seq, position.has_more FROM position LEFT JOIN page ON true ORDER BY page.seq
-"""  # noqa: S608
+    RETURNING id
+)
+SELECT pg_notify($12, '') FROM event
+"""
 
 
 async def save_batch(
@@ -395,12 +342,10 @@ async def save_batch(
     last_seq: int,
     receipt: Receipt,
     event: tuple[str, dict[str, Any]] | None,
-    pull: Pull,
-) -> Page:
+) -> None:
     """One sync batch's writes in one statement: its new versions, the new current states (each
     numbered with its change), the person's last change number (`last_seq`), its event (kind, payload) and its
     receipt. A current state is its record's newest version: its data and blob are sent once.
-    It answers the page `pull` asks for, of the changes made before this batch.
 
     `stored` holds the ids of the records that had a row when the batch began (read under the
     person's lock, which every writer of records takes): the others' rows are plain inserts. An
@@ -429,7 +374,7 @@ async def save_batch(
         rows.append(row)
         blobs.append(sealed)
     results = receipt.results
-    rows = await conn.fetch(
+    await conn.execute(
         _SAVE_BATCH,
         key.owner,
         _json.encode(rows).decode(),
@@ -446,13 +391,7 @@ async def save_batch(
         blobs,
         [v.fingerprint for v in written],
         stamps,
-        pull.after,
-        last_seq - len(numbered),
-        pull.limit,
-        pull.device_id,
-        list(current),
     )
-    return _page(rows, key, pull.limit)
 
 
 async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:
@@ -464,6 +403,33 @@ async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, 
         (sorted(users),),
     )
     return {row.user_id: row.last_seq for row in rows}
+
+
+class Page(msgspec.Struct, frozen=True):
+    changes: list[Change]
+    has_more: bool
+    # Where the device's cursor now stands: the number of the last change it has.
+    position: int
+
+
+# Both ends of the page's range bound the index scan: as a filter, the upper end made the scan read
+# (and throw away) every change after it, such as all of the batch's own just written.
+_PULL = f"""
+WITH page AS (
+    SELECT {CHANGE_COLUMNS}, seq FROM records
+    WHERE user_id = $1 AND seq > $2 AND seq <= coalesce($3::bigint, 9223372036854775807) ORDER BY seq LIMIT $4 + 1
+), position AS (
+    SELECT CASE WHEN count(*) > $4 THEN (SELECT seq FROM page ORDER BY seq OFFSET $4 - 1 LIMIT 1)
+                ELSE greatest($2, coalesce($5, max(seq))) END AS seq,
+           count(*) > $4 AS has_more
+    FROM page
+), remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $6, seq FROM position
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
+)
+SELECT page.*, position.seq, position.has_more, k.master_key_id, k.wrapped
+FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORDER BY page.seq
+"""  # noqa: S608
 
 
 async def pull(
@@ -489,13 +455,7 @@ async def pull(
     opener: DataKey | None = key if isinstance(key, DataKey) else None
     if isinstance(key, MasterKeys) and rows[0][11] is not None:
         opener = key.unwrap(user_id, WrappedKey(rows[0][11], rows[0][12]))
-    return _page(rows, opener, limit)
-
-
-def _page(rows: Sequence[Any], key: DataKey | None, limit: int) -> Page:
-    """A Page from the rows of a statement ending with _PAGE's select: the page's rows (or one of
-    nulls), each followed by the position and has_more."""
-    changes = [change_of(row, key) for row in rows[:limit] if row[0] is not None]
+    changes = [change_of(row, opener) for row in rows[:limit] if row[0] is not None]
     return Page(changes=changes, has_more=rows[0][10], position=rows[0][9])
 
 
