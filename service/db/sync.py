@@ -255,18 +255,37 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
     return result.scalars().first() or datetime.now().astimezone()
 
 
-class _Saved(msgspec.Struct, omit_defaults=True):
+# Short keys for _Saved: Postgres reads the document character by character, and the names were
+# a quarter of it. The statement names the columns in full (_SAVE_BATCH's ROWS FROM).
+_SAVED_KEYS = {
+    "record_id": "r",
+    "version": "v",
+    "kind": "k",
+    "data": "d",
+    "changed_at": "t",
+    "deleted": "x",
+    "device_id": "w",
+    "record_changed_at": "rt",
+    "seq": "s",
+    "new": "n",
+}
+
+
+class _Saved(msgspec.Struct, omit_defaults=True, rename=_SAVED_KEYS):
     """A new version as save_batch sends it (its sealed blob and fingerprint go beside it, as
-    bytes); the newest of its record also carries the record's time and change number (and its
-    stamps beside it), and becomes the record's current state."""
+    bytes); the newest of its record also carries the record's change number (and its stamps
+    beside it), and becomes the record's current state. What is usual is left out: a version
+    not deleted, made by the batch's device, at the record's time."""
 
     record_id: UUID
     version: int
     kind: str
-    deleted: bool
     data: dict[str, Any]
     changed_at: datetime
-    device_id: UUID
+    deleted: bool = False
+    # Another device than the batch's.
+    device_id: UUID | None = None
+    # The record's time, when not the version's own.
     record_changed_at: datetime | None = None
     seq: int | None = None
     # The record had no row before this batch: its current state is inserted, with no conflict to look for.
@@ -291,13 +310,16 @@ class Receipt(msgspec.Struct, frozen=True):
 # for Postgres to parse: stamps as JSON were half the document and a third of its time.
 _SAVE_BATCH = """
 WITH v AS (
-    SELECT * FROM ROWS FROM (
-        jsonb_to_recordset($2::jsonb) AS (record_id uuid, version int, kind text, deleted bool, data jsonb,
-            changed_at timestamptz, device_id uuid, record_changed_at timestamptz, seq bigint, new bool),
+    SELECT record_id, version, kind, coalesce(deleted, false) AS deleted, data, changed_at,
+           coalesce(device_id, $16) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
+           seq, new, sealed, fingerprint, stamps
+    FROM ROWS FROM (
+        jsonb_to_recordset($2::jsonb) AS (r uuid, v int, k text, d jsonb, t timestamptz, x bool, w uuid,
+            rt timestamptz, s bigint, n bool),
         unnest($13::bytea[]),
         unnest($14::bytea[]),
         unnest($15::bytea[])
-    ) AS v(record_id, version, kind, deleted, data, changed_at, device_id, record_changed_at, seq, new, sealed,
+    ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, sealed,
            fingerprint, stamps)
 ), history AS (
     INSERT INTO record_versions
@@ -359,13 +381,18 @@ async def save_batch(
     rows: list[_Saved] = []
     blobs: list[bytes | None] = []
     stamps: list[bytes | None] = []
+    device = written[0].device_id if written else None
     for n, (v, (plain, sealed)) in enumerate(
         zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
     ):
-        row = _Saved(v.record_id, v.version, v.kind, v.deleted, plain, v.changed_at, v.device_id)
+        row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
+        if v.device_id != device:
+            row.device_id = v.device_id
         if newest[v.record_id] == n and v.record_id in current:
             seq, record = current[v.record_id]
-            row.record_changed_at, row.seq = record.changed_at, seq
+            row.seq = seq
+            if record.changed_at != v.changed_at:
+                row.record_changed_at = record.changed_at
             if record.id not in stored:
                 row.new = True
             stamps.append(_pack_stamps.encode(record.stamps))
@@ -391,6 +418,7 @@ async def save_batch(
         blobs,
         [v.fingerprint for v in written],
         stamps,
+        device,
     )
 
 
