@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -56,26 +56,37 @@ FIRST_SYNC_RECORDS = 10_000
 _json = msgspec.json.Encoder()
 
 
-def process_tree(root: int) -> dict[int, float]:
-    """A process and its descendants (Linux /proc), each with the CPU seconds it used so far."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for stat in os.listdir("/proc"):
-        if not stat.isdigit():
+class Process(NamedTuple):
+    name: str
+    parent: int
+    cpu_s: float  # CPU seconds used so far, user and system
+
+
+def processes() -> dict[int, Process]:
+    """Every process on this machine (Linux /proc)."""
+    found: dict[int, Process] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
             continue
         try:
-            with open(f"/proc/{stat}/stat") as file:
-                fields = file.read().rsplit(")", 1)[1].split()
-        except OSError:
+            with open(f"/proc/{pid}/stat") as file:
+                name, rest = file.read().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
             continue
-        parents[int(stat)] = int(fields[1])
-        times[int(stat)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = rest.split()
+        found[int(pid)] = Process(name, int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return found
+
+
+def process_tree(root: int) -> dict[int, float]:
+    """A process and its descendants, each with the CPU seconds it used so far."""
+    every = processes()
     tree, grew = {root}, True
     while grew:
-        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        more = {pid for pid, process in every.items() if process.parent in tree} - tree
         grew = bool(more)
         tree |= more
-    return {pid: times.get(pid, 0.0) for pid in tree}
+    return {pid: every[pid].cpu_s if pid in every else 0.0 for pid in tree}
 
 
 def cpu_seconds(root: int) -> float:
@@ -88,19 +99,7 @@ def database_cpu_seconds() -> float:
     """CPU time used so far by Postgres (every process named postgres: the backends, and the WAL
     writer and checkpointer, whose work the writes cause). Nothing else uses this Postgres while a
     figure is measured, so the difference over a run is what that run cost the database."""
-    total = 0.0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as file:
-                name, fields = file.read().split(" (", 1)[1].rsplit(")", 1)
-        except (OSError, IndexError, ValueError):
-            continue
-        if name == "postgres":
-            values = fields.split()
-            total += (int(values[11]) + int(values[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(process.cpu_s for process in processes().values() if process.name == "postgres")
 
 
 class Spent:
