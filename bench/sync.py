@@ -235,15 +235,26 @@ class Lane:
         self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def post(self, path: str, body: bytes, token: str) -> tuple[int, bytes]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(*self._address)
-        reader, writer = self._streams
-        writer.write(
+        request = (
             f"POST {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        head = await reader.readuntil(b"\r\n\r\n")
+        reused = self._streams is not None
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(*self._address)
+        reader, writer = self._streams
+        writer.write(request)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as closed:
+            # A kept-alive connection left idle longer than the server keeps it (between phases of a
+            # long run) is closed before it is answered: send again on a new one, as HTTP clients do.
+            # A sync request is safe to send twice: its batch id makes the second an answer of the first.
+            if not reused or closed.partial:
+                raise
+            await self.close()
+            return await self.post(path, body, token)
         headers = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:] if line)
         content = await reader.readexactly(int(headers[b"content-length"]))
         if headers.get(b"connection") == b"close":
@@ -252,9 +263,10 @@ class Lane:
 
     async def close(self) -> None:
         if self._streams is not None:
-            self._streams[1].close()
-            await self._streams[1].wait_closed()
-            self._streams = None
+            writer, self._streams = self._streams[1], None
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 class _Answer(msgspec.Struct):

@@ -143,10 +143,19 @@ class Syncer:
         # The records are stamped with the transaction's time, known since the lock.
         results = [_wire_result(r, locked.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
-        await queries.save_batch(conn, key, written, numbered, before, last_seq + len(numbered), receipt, event)
+        own_up_to = last_seq + len(numbered)
+        # A device that had every change before this batch has nothing to pull: its new position
+        # (what the pull would remember) is written with the batch, and no page is read.
+        up_to_date = after >= last_seq
+        position = max(after, own_up_to) if up_to_date else None
+        await queries.save_batch(
+            conn, key, written, numbered, before, own_up_to, receipt, event, (request.device_id, position)
+        )
         if self._on_applied is not None:
             self._on_applied(results)
-        return await self._pull(conn, user_id, key, request, after, last_seq, last_seq + len(numbered), results, now)
+        if position is not None:
+            return SyncResponse(results=results, changes=[], cursor=cursors.encode(position, now), has_more=False)
+        return await self._pull(conn, user_id, key, request, after, last_seq, own_up_to, results, now)
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:

@@ -347,6 +347,9 @@ WITH v AS (
 ), receipt AS (
     INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected)
     VALUES ($1, $4, $5, $6, $7, $8, $9)
+), remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $16, $17 WHERE $17::bigint IS NOT NULL
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 ), event AS (
     INSERT INTO outbox (user_id, kind, payload) SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL
     RETURNING id
@@ -364,10 +367,14 @@ async def save_batch(
     last_seq: int,
     receipt: Receipt,
     event: tuple[str, dict[str, Any]] | None,
+    device: tuple[UUID, int | None],
 ) -> None:
     """One sync batch's writes in one statement: its new versions, the new current states (each
     numbered with its change), the person's last change number (`last_seq`), its event (kind, payload) and its
     receipt. A current state is its record's newest version: its data and blob are sent once.
+
+    `device` is the batch's device, with its new position when it is remembered here: when the
+    device had every change before the batch, there is no page to read (see pull).
 
     `stored` holds the ids of the records that had a row when the batch began (read under the
     person's lock, which every writer of records takes): the others' rows are plain inserts. An
@@ -381,12 +388,12 @@ async def save_batch(
     rows: list[_Saved] = []
     blobs: list[bytes | None] = []
     stamps: list[bytes | None] = []
-    device = written[0].device_id if written else None
+    device_id, position = device
     for n, (v, (plain, sealed)) in enumerate(
         zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
     ):
         row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
-        if v.device_id != device:
+        if v.device_id != device_id:
             row.device_id = v.device_id
         if newest[v.record_id] == n and v.record_id in current:
             seq, record = current[v.record_id]
@@ -418,7 +425,8 @@ async def save_batch(
         blobs,
         [v.fingerprint for v in written],
         stamps,
-        device,
+        device_id,
+        position,
     )
 
 

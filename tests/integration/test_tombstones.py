@@ -104,3 +104,32 @@ async def test_a_cursor_older_than_the_retention_must_start_over(client: Client,
     body = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "cursor": stale, "mutations": []}
     problem = assert_problem(await client.post("/v1/sync", json=body, headers=bearer(tokens)), 410)
     assert problem["type"].endswith("cursor-expired")
+
+
+async def test_a_device_that_only_writes_does_not_hold_back_the_purge_of_its_own_deletion(
+    client: Client, engine: AsyncEngine, settings: Settings
+) -> None:
+    """Its batches find nothing to pull, and no page is read for them; the position each one
+    leaves it at is still remembered."""
+    tokens = await anonymous(client)
+    device, record_id = str(uuid.uuid4()), str(uuid.uuid4())
+    at = datetime.now(UTC).isoformat()
+    cursor = (await _sync(client, tokens, device, [], None))["cursor"]
+    create = {
+        "id": record_id,
+        "kind": "mood_checkin",
+        "op": "upsert",
+        "base_version": 0,
+        "changed_at": at,
+        "data": {"occurred_at": at, "mood": 4},
+    }
+    cursor = (await _sync(client, tokens, device, [create], cursor))["cursor"]
+    delete = {"id": record_id, "kind": "mood_checkin", "op": "delete", "base_version": 1, "changed_at": at}
+    deleted = await _sync(client, tokens, device, [delete], cursor)
+    assert deleted["changes"] == [], "its own changes are not sent back"
+    assert not deleted["has_more"]
+    async with engine.begin() as conn:
+        old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
+        await conn.execute(update(records).values(updated_at=old))
+
+    assert await purge_tombstones({"engine": engine, "settings": settings}) == 1
