@@ -1,8 +1,10 @@
-"""One sync round trip: validate, apply in one transaction, pull what is new.
+"""One sync round trip: validate, apply, pull what is new.
 
-The pure rules (service/sync) decide; this module loads what they need in a
-few set-based statements, writes what they decided, and numbers the changes
-under the person's lock so a concurrent pull never skips one.
+The pure rules (service/sync) decide; this module loads what they need in one
+set-based statement and writes what they decided in another. The write numbers
+the changes from the person's last change number, which it claims only if no
+other write came between, and holds until it commits: numbers are taken in
+commit order, so a concurrent pull never skips one.
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ from service.sync.merge import Policy, Refused, apply_batch
 from service.sync.model import ErrorCode, Mutation, MutationError, Record, Result, Written
 
 _canonical = msgspec.json.Encoder(order="sorted")
+# Runs of a batch (Syncer.sync): while other writes come between its read and its write, two
+# without the person's lock, then under it; one more when a retry of the same batch overtook it.
+OPTIMISTIC_ATTEMPTS = 2
+ATTEMPTS = 4
 
 
 def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -85,26 +91,40 @@ class Syncer:
         self._on_applied = on_applied
 
     async def sync(self, user_id: UUID, request: SyncRequest) -> SyncResponse:
-        """One round trip on a pooled connection: in a transaction when the request carries
-        mutations; a pull alone is one statement (queries.pull), atomic without one."""
-        connect = driver_transaction if request.mutations else driver_connection
-        for attempt in (1, 2):
+        """One round trip on a pooled connection.
+
+        A batch of mutations reads what it starts from, decides, and writes in a statement that
+        checks no other write came between (queries.save_batch): no transaction to open, no lock
+        to take and release. When another write did come between, the batch is run again; the
+        last attempts run in a transaction under the person's lock, which no write can come
+        between, so a person's devices syncing at the same moments all get their answers.
+        A pull alone is one statement (queries.pull), atomic without a transaction.
+        """
+        for attempt in range(1, ATTEMPTS + 1):
+            locked = attempt > OPTIMISTIC_ATTEMPTS
+            connect = driver_transaction if locked and request.mutations else driver_connection
             try:
                 async with connect(self._engine) as conn:
-                    return await self.run(conn, user_id, request)
+                    answer = await self.run(conn, user_id, request, lock=locked)
             except asyncpg.UniqueViolationError as error:
                 # A retry of this batch ran meanwhile: run again, which answers what it stored.
-                if attempt == 2 or not queries.is_batch_written_meanwhile(error):
+                if attempt == ATTEMPTS or not queries.is_batch_written_meanwhile(error):
                     raise
+                continue
             except asyncpg.ForeignKeyViolationError as error:
                 if owner_gone(error):
                     raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
                 raise
-        raise AssertionError("unreachable: the second attempt answers or raises")
+            if answer is not None:
+                return answer
+        raise AssertionError("unreachable: a batch under the lock is never overtaken")
 
-    async def run(self, conn: Driver, user_id: UUID, request: SyncRequest) -> SyncResponse:
-        """On `conn`, an asyncpg connection (queries.Driver): in a transaction when the request
-        carries mutations; a pull alone is a single statement."""
+    async def run(
+        self, conn: Driver, user_id: UUID, request: SyncRequest, *, lock: bool = False
+    ) -> SyncResponse | None:
+        """On `conn`, an asyncpg connection (queries.Driver). With `lock`, in a transaction, under
+        the person's lock; without it, statement by statement, and None when another write came
+        between the batch's read and its write (nothing was written: run it again)."""
         _check_request(request)
         now = datetime.now(UTC)
         after = self._position(request.cursor, now)
@@ -112,15 +132,15 @@ class Syncer:
             # The person's key is read with the page (queries.pull).
             return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
 
-        # Checked before the lock is taken: the lock is held only for the statements.
+        # Checked before the start is read: under the lock, the lock is held only for the statements.
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         request_hash = _request_hash(request)
-        locked = await queries.lock_user(conn, user_id, request.batch_id, mutations)
-        last_seq = locked.last_seq
-        key = await data_keys.read_or_create(conn, self._master, user_id, locked.key)
-        if locked.receipt is not None:
-            stored = queries.open_batch(key, request.batch_id, locked.receipt)
+        start = await queries.read_start(conn, user_id, request.batch_id, mutations, lock=lock)
+        last_seq = start.last_seq
+        key = await data_keys.read_or_create(conn, self._master, user_id, start.key)
+        if start.receipt is not None:
+            stored = queries.open_batch(key, request.batch_id, start.receipt)
             if stored.request_hash != request_hash:
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
@@ -128,8 +148,8 @@ class Syncer:
             return await self._pull(conn, user_id, key, request, after, last_seq, last_seq, stored.results, now)
 
         targets = (
-            queries.open_targets(key, locked.targets)
-            if locked.targets is not None
+            queries.open_targets(key, start.targets)
+            if start.targets is not None
             else await queries.load_targets(conn, key, mutations)
         )
         current = targets.records
@@ -140,17 +160,18 @@ class Syncer:
         # Ids and kinds only: the workers read what they need from the records.
         changed_records = [[r.id, r.kind, r.version, r.deleted] for _, r in numbered]
         event = (RECORDS_CHANGED, {"records": changed_records}) if numbered else None
-        # The records are stamped with the transaction's time, known since the lock.
-        results = [_wire_result(r, locked.now) for r in core_results]
+        # The records are stamped with the time of the start's read.
+        results = [_wire_result(r, start.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
         own_up_to = last_seq + len(numbered)
         # A device that had every change before this batch has nothing to pull: its new position
         # (what the pull would remember) is written with the batch, and no page is read.
         up_to_date = after >= last_seq
         position = max(after, own_up_to) if up_to_date else None
-        await queries.save_batch(
-            conn, key, written, numbered, before, own_up_to, receipt, event, (request.device_id, position)
-        )
+        if not await queries.save_batch(
+            conn, key, written, numbered, before, own_up_to, receipt, event, (request.device_id, position), start
+        ):
+            return None
         if self._on_applied is not None:
             self._on_applied(results)
         if position is not None:

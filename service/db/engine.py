@@ -52,7 +52,8 @@ async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[Any]:
 
 @asynccontextmanager
 async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """The asyncpg connection of a pooled connection, outside a transaction: for single reads."""
+    """The asyncpg connection of a pooled connection, outside a transaction: each statement is
+    one (single reads, and a sync batch's read and checked write)."""
     async with engine.connect() as conn:
         yield await _driver(conn)
 

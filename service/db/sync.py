@@ -53,22 +53,26 @@ class StoredBatch(msgspec.Struct, frozen=True):
     results: list[MutationResult]
 
 
-class Locked(msgspec.Struct, frozen=True):
-    """What the lock statement read. It read in the snapshot taken before it waited for the lock:
-    what a write committed meanwhile is not in it. A data key made meanwhile is found by
-    keys.read_or_create; a receipt of the same batch written meanwhile makes this batch's own
-    receipt clash (is_batch_written_meanwhile), and the batch is run again; records changed
-    meanwhile move the person's last change number past the snapshot's, and `targets` is then None."""
+class Start(msgspec.Struct, frozen=True):
+    """What a batch starts from, read in one statement (read_start), in one snapshot.
+
+    Read without the person's lock, the batch's write then checks that no other write came
+    between (save_batch); read with it (after another write won that check), in the snapshot
+    taken before the lock was awaited: what a write committed meanwhile is not in it. A data key
+    made meanwhile is found by keys.read_or_create; a receipt of the same batch written meanwhile
+    makes this batch's own receipt clash (is_batch_written_meanwhile), and the batch is run
+    again; records changed meanwhile move the person's last change number past the snapshot's,
+    and `targets` is then None."""
 
     last_seq: int
     # The data key as stored, if the person has one.
     key: WrappedKey | None
-    # The transaction's time: what its writes stamp as updated_at.
+    # The time of the read: what the batch's writes stamp as updated_at.
     now: datetime
     # This batch's receipt as stored (request hash, sealed results), if it was received before.
     receipt: tuple[bytes, bytes] | None
-    # What the batch's mutations touch as read with the lock (rows for open_targets), or None when
-    # a write committed while the lock was awaited: load_targets reads them afresh.
+    # What the batch's mutations touch (rows for open_targets), or None when a write committed
+    # while the lock was awaited: load_targets reads them afresh.
     targets: list[tuple[Any, ...]] | None
 
 
@@ -102,27 +106,37 @@ LEFT JOIN LATERAL (SELECT * FROM record_versions
 WHERE r.id IS NOT NULL OR f.version IS NOT NULL
 """  # noqa: S608
 
-# The lock and all a batch starts from, in one statement. `seen` is the last change number in the
-# statement's snapshot: when a write committed while the lock was awaited, the lock returns a later one.
-_LOCK = f"""
+# All a batch starts from, in one statement: the person's last change number, data key and the
+# batch's receipt (head), and its targets. `seen` is the last change number in the statement's
+# snapshot. Taking the lock, `last_seq` is the one the lock returns: a later one when a write
+# committed while the lock was awaited.
+_SEEN = "coalesce((SELECT last_seq FROM sync_state WHERE user_id = $1), 0)"
+_HEAD = """
+SELECT {last_seq} AS last_seq, {seen} AS seen, k.master_key_id, k.wrapped, now() AS now, b.request_hash, b.results
+FROM {source} LEFT JOIN data_keys k ON k.user_id = $1
+LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $5
+"""
+_START = f"""
+WITH head AS ({_HEAD.format(last_seq="s.last_seq", seen="s.last_seq", source=f"(SELECT {_SEEN} AS last_seq) AS s")})
+SELECT head.*, t.* FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
+"""  # noqa: S608
+_LOCKED_START = f"""
 WITH locked AS (
     INSERT INTO sync_state (user_id) VALUES ($1)
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq
-), head AS (
-    SELECT locked.last_seq, coalesce((SELECT last_seq FROM sync_state WHERE user_id = $1), 0) AS seen,
-           k.master_key_id, k.wrapped, now() AS now, b.request_hash, b.results
-    FROM locked LEFT JOIN data_keys k ON k.user_id = $1
-    LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $5
-)
+), head AS ({_HEAD.format(last_seq="locked.last_seq", seen=_SEEN, source="locked")})
 SELECT head.*, t.* FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
 """  # noqa: S608
 
 
-async def lock_user(conn: Driver, user_id: UUID, batch_id: UUID, mutations: Sequence[Mutation]) -> Locked:
-    """Take this person's write lock until commit, and read what the batch starts from."""
-    rows = await conn.fetch(_LOCK, user_id, *_target_arguments(mutations), batch_id)
+async def read_start(
+    conn: Driver, user_id: UUID, batch_id: UUID, mutations: Sequence[Mutation], *, lock: bool
+) -> Start:
+    """Read what the batch starts from; with `lock`, first take this person's write lock until
+    commit (in a transaction)."""
+    rows = await conn.fetch(_LOCKED_START if lock else _START, user_id, *_target_arguments(mutations), batch_id)
     head = rows[0]
-    return Locked(
+    return Start(
         last_seq=int(head[0]),
         key=WrappedKey(head[2], head[3]) if head[2] is not None else None,
         now=head[4],
@@ -136,7 +150,7 @@ def _target_arguments(mutations: Sequence[Mutation]) -> tuple[list[UUID], list[b
 
 
 async def load_targets(conn: Driver, key: DataKey, mutations: Sequence[Mutation]) -> Targets:
-    """Targets read afresh under the lock (when Locked.targets is None)."""
+    """Targets read afresh under the lock (when Start.targets is None)."""
     return open_targets(key, await conn.fetch(_TARGETS, key.owner, *_target_arguments(mutations)))
 
 
@@ -167,7 +181,7 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
 
 def is_batch_written_meanwhile(error: asyncpg.UniqueViolationError) -> bool:
     """The batch's receipt clashed with one of the same batch, committed by a request that ran
-    while this one waited for the lock (see Locked)."""
+    beside this one (see Start)."""
     return bool(error.constraint_name == "pk_sync_batches")
 
 
@@ -302,14 +316,19 @@ class Receipt(msgspec.Struct, frozen=True):
 
 # One statement writes all of a batch: its versions and the new current states, the person's last
 # change number, the event for the workers (with a wake-up for the relay at commit) and the
-# batch's receipt. The rows go in as one JSON document, which msgspec writes in one call, rather
+# batch's receipt; or none of it, when another write came after the batch's start was read (see
+# save_batch). The rows go in as one JSON document, which msgspec writes in one call, rather
 # than as a dozen typed arrays that asyncpg encodes value by value in Python. Postgres reads it as
 # jsonb: parsed once, each record's data is then taken as it is (json_to_recordset would parse
 # every nested object again, and took twice the time). The sealed blobs, fingerprints and stamps,
 # most of the bytes, go beside it as binary arrays (zipped row by row with ROWS FROM), not as text
 # for Postgres to parse: stamps as JSON were half the document and a third of its time.
 _SAVE_BATCH = """
-WITH v AS (
+WITH claimed AS (
+    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $3)
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $18
+    RETURNING last_seq
+), v AS (
     SELECT record_id, version, kind, coalesce(deleted, false) AS deleted, data, changed_at,
            coalesce(device_id, $16) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
            seq, new, sealed, fingerprint, stamps
@@ -321,24 +340,23 @@ WITH v AS (
         unnest($15::bytea[])
     ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, sealed,
            fingerprint, stamps)
+    WHERE EXISTS (SELECT FROM claimed)
 ), history AS (
     INSERT INTO record_versions
         (user_id, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint)
     SELECT $1, record_id, version, kind, deleted, data, sealed, changed_at, device_id, fingerprint
     FROM v
-), numbered AS (
-    UPDATE sync_state SET last_seq = $3 WHERE user_id = $1 AND last_seq <> $3
 ), new_states AS (
     INSERT INTO records
         (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
     SELECT $1, record_id, kind, version, deleted, data, sealed, stamps, record_changed_at,
-           device_id, seq, now()
+           device_id, seq, $19
     FROM v WHERE seq IS NOT NULL AND new
 ), current_states AS (
     INSERT INTO records
         (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
     SELECT $1, record_id, kind, version, deleted, data, sealed, stamps, record_changed_at,
-           device_id, seq, now()
+           device_id, seq, $19
     FROM v WHERE seq IS NOT NULL AND new IS NULL
     ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
         deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
@@ -346,15 +364,17 @@ WITH v AS (
         updated_at = excluded.updated_at
 ), receipt AS (
     INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected)
-    VALUES ($1, $4, $5, $6, $7, $8, $9)
+    SELECT $1, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT FROM claimed)
 ), remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $16, $17 WHERE $17::bigint IS NOT NULL
+    INSERT INTO device_cursors (user_id, device_id, seq)
+    SELECT $1, $16, $17 WHERE $17::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)
     ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 ), event AS (
-    INSERT INTO outbox (user_id, kind, payload) SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL
+    INSERT INTO outbox (user_id, kind, payload)
+    SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL AND EXISTS (SELECT FROM claimed)
     RETURNING id
 )
-SELECT pg_notify($12, '') FROM event
+SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($12, '')) FROM event)
 """
 
 
@@ -368,16 +388,23 @@ async def save_batch(
     receipt: Receipt,
     event: tuple[str, dict[str, Any]] | None,
     device: tuple[UUID, int | None],
-) -> None:
+    start: Start,
+) -> bool:
     """One sync batch's writes in one statement: its new versions, the new current states (each
     numbered with its change), the person's last change number (`last_seq`), its event (kind, payload) and its
     receipt. A current state is its record's newest version: its data and blob are sent once.
 
+    Written only if the person's last change number is still the one the batch started from
+    (`start`), and then True; when another write came between, nothing is written and the
+    answer is False. The check waits for a write still running, as the person's lock would
+    have, and every writer of records moves that number.
+
     `device` is the batch's device, with its new position when it is remembered here: when the
     device had every change before the batch, there is no page to read (see pull).
 
-    `stored` holds the ids of the records that had a row when the batch began (read under the
-    person's lock, which every writer of records takes): the others' rows are plain inserts. An
+    `stored` holds the ids of the records that had a row when the batch began: the others' rows
+    are plain inserts. Every writer of records moves the person's last change number, so none
+    can have made one of those rows since (the write would not be claimed). An
     insert that could conflict costs Postgres a probe of the index and a speculative insertion
     per row, a sixth of writing a new record.
 
@@ -408,7 +435,7 @@ async def save_batch(
         rows.append(row)
         blobs.append(sealed)
     results = receipt.results
-    await conn.execute(
+    claimed, _ = await conn.fetchrow(
         _SAVE_BATCH,
         key.owner,
         _json.encode(rows).decode(),
@@ -427,7 +454,10 @@ async def save_batch(
         stamps,
         device_id,
         position,
+        start.last_seq,
+        start.now,
     )
+    return bool(claimed)
 
 
 async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:

@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.sync import SyncResponse
+from service import sync_batch
 from service.db.tables import record_versions
 from service.settings import Settings
 from service.sync import cursor as cursors
@@ -688,12 +689,53 @@ async def test_a_pull_during_concurrent_writes_of_three_devices_misses_nothing(c
     assert sum(overlapped) > 0, "the reader never pulled while the writers wrote"
 
 
+async def _write_as_another_device(holder: Any, user_id: uuid.UUID, record: str, version: int, tags: list[str]) -> None:
+    """Another device's write, as a batch makes one: under the person's lock (held until `holder`
+    commits), a version `version` of the journal entry with other tags."""
+    await holder.exec_driver_sql("SELECT 1 FROM sync_state WHERE user_id = $1 FOR UPDATE", (user_id,))
+    await holder.exec_driver_sql(
+        "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, sealed, changed_at, "
+        "device_id) SELECT user_id, record_id, $3, kind, deleted, jsonb_set(data, '{tags}', $4::jsonb), "
+        "sealed, now(), $5 FROM record_versions WHERE user_id = $1 AND record_id = $2 AND version = $3 - 1",
+        (user_id, uuid.UUID(record), version, json.dumps(tags), uuid.uuid4()),
+    )
+    stamps = msgspec.msgpack.decode(
+        await holder.scalar(text("SELECT stamps FROM records WHERE id = :id"), {"id": uuid.UUID(record)}),
+        type=dict[str, Stamp],
+    )
+    stamps["tags"] = Stamp(at=datetime.now(UTC), device=uuid.uuid4())
+    await holder.exec_driver_sql(
+        "UPDATE records SET version = $4, data = jsonb_set(data, '{tags}', $5::jsonb), stamps = $3, "
+        "changed_at = now(), seq = (SELECT last_seq + 1 FROM sync_state WHERE user_id = $1) "
+        "WHERE user_id = $1 AND id = $2",
+        (user_id, uuid.UUID(record), msgspec.msgpack.encode(stamps), version, json.dumps(tags)),
+    )
+    await holder.exec_driver_sql("UPDATE sync_state SET last_seq = last_seq + 1 WHERE user_id = $1", (user_id,))
+
+
+async def _blocked_by(engine: AsyncEngine, holder: Any, waiting: int = 1) -> bool:
+    """Whether `waiting` sessions wait for a lock `holder` holds, within five seconds."""
+    pid = await holder.scalar(text("SELECT pg_backend_pid()"))
+    async with engine.connect() as watcher:
+        for _ in range(100):
+            blocked = await watcher.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"), {"pid": pid}
+            )
+            if blocked >= waiting:
+                return True
+            await asyncio.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("optimistic_attempts", [2, 0], ids=["checked-at-write", "under-the-lock"])
 async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_that_write(
-    client: Client, engine: AsyncEngine
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, optimistic_attempts: int
 ) -> None:
-    """A batch reads what it starts from as it takes the person's lock. Another device's write
-    holds the lock, changing the record the batch edits; once it commits, the batch must see that
-    version, not the one its first read found, and merge with it."""
+    """Another device's write holds the person's lock, changing the record a batch edits. Once it
+    commits, the batch must see that version, not the one it read first, and merge with it:
+    whether the batch read without the lock and waits at its write (which must then find it was
+    overtaken and run again), or waits for the lock (reading in the snapshot from before it waited)."""
+    monkeypatch.setattr(sync_batch, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
     tokens = await anonymous(client)
     phone, tablet = Phone(client, tokens), Phone(client, tokens)
     record = new_id()
@@ -702,39 +744,9 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
     user_id = uuid.UUID(tokens["user_id"])
 
     async with engine.connect() as holder:
-        # Another device's write, as a batch makes one: under the lock, a version 2 with other tags.
-        await holder.exec_driver_sql("SELECT 1 FROM sync_state WHERE user_id = $1 FOR UPDATE", (user_id,))
-        await holder.exec_driver_sql(
-            "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, sealed, changed_at, "
-            "device_id) SELECT user_id, record_id, 2, kind, deleted, jsonb_set(data, '{tags}', '[\"rain\"]'), "
-            "sealed, now(), $3 FROM record_versions WHERE user_id = $1 AND record_id = $2 AND version = 1",
-            (user_id, uuid.UUID(record), uuid.uuid4()),
-        )
-        stamps = msgspec.msgpack.decode(
-            await holder.scalar(text("SELECT stamps FROM records WHERE id = :id"), {"id": uuid.UUID(record)}),
-            type=dict[str, Stamp],
-        )
-        stamps["tags"] = Stamp(at=datetime.now(UTC), device=uuid.uuid4())
-        await holder.exec_driver_sql(
-            "UPDATE records SET version = 2, data = jsonb_set(data, '{tags}', '[\"rain\"]'), stamps = $3, "
-            "changed_at = now(), seq = (SELECT last_seq + 1 FROM sync_state WHERE user_id = $1) "
-            "WHERE user_id = $1 AND id = $2",
-            (user_id, uuid.UUID(record), msgspec.msgpack.encode(stamps)),
-        )
-        await holder.exec_driver_sql("UPDATE sync_state SET last_seq = last_seq + 1 WHERE user_id = $1", (user_id,))
+        await _write_as_another_device(holder, user_id, record, 2, ["rain"])
         edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
-        async with engine.connect() as watcher:
-            for _ in range(100):
-                waiting = await watcher.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND wait_event_type = 'Lock' AND query LIKE '%sync_state%'"
-                    )
-                )
-                if waiting:
-                    break
-                await asyncio.sleep(0.05)
-        assert waiting, "the tablet's batch never waited for the lock"
+        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
         await holder.commit()
 
     response = await edit
@@ -743,6 +755,39 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
     assert result["version"] == 3
     assert (result["record"]["data"]["body"], result["record"]["data"]["tags"]) == ("evening pages", ["rain"])
     assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [3, 2, 1]
+
+
+async def test_a_batch_overtaken_on_each_try_without_the_lock_merges_with_every_write_under_it(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """Two other writes in a row come between a batch's read and its write: it is tried again,
+    then under the person's lock, and merges with both; nothing is written twice."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="morning pages")))
+    await tablet.sync()
+    user_id = uuid.UUID(tokens["user_id"])
+
+    async with engine.connect() as first, engine.connect() as second:
+        await _write_as_another_device(first, user_id, record, 2, ["rain"])
+        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
+        assert await _blocked_by(engine, first), "the batch's write never waited for the first"
+        # The second write queues for the lock behind the batch's write, and takes it as the first
+        # commits: the batch, overtaken, reads again and waits for the second.
+        queued = asyncio.ensure_future(_write_as_another_device(second, user_id, record, 3, ["rain", "walk"]))
+        assert await _blocked_by(engine, first, waiting=2), "the second write never queued for the lock"
+        await first.commit()
+        await queued
+        assert await _blocked_by(engine, second), "the batch's second try never waited for the second"
+        await second.commit()
+
+    response = await edit
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    assert result["version"] == 4
+    assert (result["record"]["data"]["body"], result["record"]["data"]["tags"]) == ("evening pages", ["rain", "walk"])
+    assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [4, 3, 2, 1]
 
 
 # --- manifest ------------------------------------------------------------------------------------
