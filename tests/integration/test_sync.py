@@ -689,6 +689,16 @@ async def test_a_pull_during_concurrent_writes_of_three_devices_misses_nothing(c
     assert sum(overlapped) > 0, "the reader never pulled while the writers wrote"
 
 
+async def _a_journal_entry_on_two_devices(client: Client) -> tuple[dict[str, Any], Phone, str]:
+    """A person's journal entry, written on their phone and pulled by their tablet."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="morning pages")))
+    await tablet.sync()
+    return tokens, tablet, record
+
+
 async def _write_as_another_device(holder: Any, user_id: uuid.UUID, record: str, version: int, tags: list[str]) -> None:
     """Another device's write, as a batch makes one: under the person's lock (held until `holder`
     commits), a version `version` of the journal entry with other tags."""
@@ -736,11 +746,7 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
     whether the batch read without the lock and waits at its write (which must then find it was
     overtaken and run again), or waits for the lock (reading in the snapshot from before it waited)."""
     monkeypatch.setattr(sync_batch, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
-    tokens = await anonymous(client)
-    phone, tablet = Phone(client, tokens), Phone(client, tokens)
-    record = new_id()
-    await phone.sync(upsert(record, "journal_entry", journal(body="morning pages")))
-    await tablet.sync()
+    tokens, tablet, record = await _a_journal_entry_on_two_devices(client)
     user_id = uuid.UUID(tokens["user_id"])
 
     async with engine.connect() as holder:
@@ -762,11 +768,7 @@ async def test_a_batch_overtaken_on_each_try_without_the_lock_merges_with_every_
 ) -> None:
     """Two other writes in a row come between a batch's read and its write: it is tried again,
     then under the person's lock, and merges with both; nothing is written twice."""
-    tokens = await anonymous(client)
-    phone, tablet = Phone(client, tokens), Phone(client, tokens)
-    record = new_id()
-    await phone.sync(upsert(record, "journal_entry", journal(body="morning pages")))
-    await tablet.sync()
+    tokens, tablet, record = await _a_journal_entry_on_two_devices(client)
     user_id = uuid.UUID(tokens["user_id"])
 
     async with engine.connect() as first, engine.connect() as second:

@@ -23,14 +23,8 @@ async def _sync(client: Client, tokens: Any, device: str, mutations: list[dict[s
     return response.json()
 
 
-async def test_tombstone_is_purged_only_after_every_active_device_pulled_it(
-    client: Client, engine: AsyncEngine, settings: Settings
-) -> None:
-    tokens = await anonymous(client)
-    writer, laggard = str(uuid.uuid4()), str(uuid.uuid4())
-    record_id = str(uuid.uuid4())
-    at = datetime.now(UTC).isoformat()
-    create = {
+def _new_mood_checkin(record_id: str, at: str) -> dict[str, Any]:
+    return {
         "id": record_id,
         "kind": "mood_checkin",
         "op": "upsert",
@@ -38,6 +32,16 @@ async def test_tombstone_is_purged_only_after_every_active_device_pulled_it(
         "changed_at": at,
         "data": {"occurred_at": at, "mood": 4},
     }
+
+
+async def test_tombstone_is_purged_only_after_every_active_device_pulled_it(
+    client: Client, engine: AsyncEngine, settings: Settings
+) -> None:
+    tokens = await anonymous(client)
+    writer, laggard = str(uuid.uuid4()), str(uuid.uuid4())
+    record_id = str(uuid.uuid4())
+    at = datetime.now(UTC).isoformat()
+    create = _new_mood_checkin(record_id, at)
     first = await _sync(client, tokens, writer, [create], None)
     lag_cursor = (await _sync(client, tokens, laggard, [], None))["cursor"]  # saw the record, not its deletion
     delete = {"id": record_id, "kind": "mood_checkin", "op": "delete", "base_version": 1, "changed_at": at}
@@ -68,16 +72,7 @@ async def test_devices_idle_past_the_retention_do_not_block_purging(
         client,
         tokens,
         device,
-        [
-            {
-                "id": record_id,
-                "kind": "mood_checkin",
-                "op": "upsert",
-                "base_version": 0,
-                "changed_at": at,
-                "data": {"occurred_at": at, "mood": 4},
-            }
-        ],
+        [_new_mood_checkin(record_id, at)],
         None,
     )
     idle = str(uuid.uuid4())
@@ -115,14 +110,7 @@ async def test_a_device_that_only_writes_does_not_hold_back_the_purge_of_its_own
     device, record_id = str(uuid.uuid4()), str(uuid.uuid4())
     at = datetime.now(UTC).isoformat()
     cursor = (await _sync(client, tokens, device, [], None))["cursor"]
-    create = {
-        "id": record_id,
-        "kind": "mood_checkin",
-        "op": "upsert",
-        "base_version": 0,
-        "changed_at": at,
-        "data": {"occurred_at": at, "mood": 4},
-    }
+    create = _new_mood_checkin(record_id, at)
     cursor = (await _sync(client, tokens, device, [create], cursor))["cursor"]
     delete = {"id": record_id, "kind": "mood_checkin", "op": "delete", "base_version": 1, "changed_at": at}
     deleted = await _sync(client, tokens, device, [delete], cursor)
