@@ -157,13 +157,13 @@ class Syncer:
         core_results, written = apply_batch(current, targets.history, targets.applied, prepared, POLICY)
         changed = _changed_in_order(current, before, written)
         numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
-        # Ids and kinds only: the workers read what they need from the records.
-        changed_records = [[r.id, r.kind, r.version, r.deleted] for _, r in numbered]
-        event = (RECORDS_CHANGED, {"records": changed_records}) if numbered else None
+        own_up_to = last_seq + len(numbered)
+        # The change numbers the batch took, not its records: the workers read what they need from
+        # the records still at those numbers (workers/jobs/events.py).
+        event = (RECORDS_CHANGED, {"after": last_seq, "up_to": own_up_to}) if numbered else None
         # The records are stamped with the time of the start's read.
         results = [_wire_result(r, start.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
-        own_up_to = last_seq + len(numbered)
         # A device that had every change before this batch has nothing to pull: its new position
         # (what the pull would remember) is written with the batch, and no page is read.
         up_to_date = after >= last_seq

@@ -15,6 +15,15 @@ from service.push.base import PushOutcome, PushTarget
 FOLLOW_UP = "experiment_follow_up"
 
 
+async def experiments_changed(conn: AsyncConnection, user_id: UUID, after: int, up_to: int) -> list[UUID]:
+    """The person's as-if experiments whose last change has a number in (after, up_to]."""
+    result = await conn.exec_driver_sql(
+        "SELECT id FROM records WHERE user_id = $1 AND seq > $2 AND seq <= $3 AND kind = 'as_if_experiment'",
+        (user_id, after, up_to),
+    )
+    return list(result.scalars())
+
+
 async def plan_follow_ups(conn: AsyncConnection, user_id: UUID, experiment_ids: Sequence[UUID]) -> None:
     """Bring follow-ups in line with the experiments as they are now.
 

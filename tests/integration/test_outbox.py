@@ -146,6 +146,38 @@ async def test_a_consumer_run_twice_plans_nothing_twice(client: Client, engine: 
     assert await planned(engine) == [("experiment_follow_up", due, "planned")]
 
 
+async def test_an_event_that_names_its_records_is_still_followed(client: Client, engine: AsyncEngine) -> None:
+    """Events queued by an earlier release name the changed records rather than their change
+    numbers: a worker of this release still plans their follow-ups."""
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    record_id = str(uuid.uuid4())
+    due = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    await phone.send(record_id, experiment(due))
+    earlier = {"user_id": tokens["user_id"], "records": [[record_id, "as_if_experiment", 1, False]]}
+    assert await on_records_changed({"engine": engine}, earlier) == 1
+    assert await planned(engine) == [("experiment_follow_up", due, "planned")]
+
+
+async def test_an_experiment_changed_again_is_followed_as_it_is_now(client: Client, engine: AsyncEngine) -> None:
+    """An event names the change numbers its batch took; a record changed again since is no
+    longer at them, and the later batch's event plans its follow-up as it is then."""
+    phone = Phone(client, await anonymous(client))
+    record_id = str(uuid.uuid4())
+    first = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
+    await phone.send(record_id, experiment(first))
+    moved = first + timedelta(days=2)
+    await phone.send(record_id, experiment(moved))
+    async with engine.connect() as conn:
+        events = (await conn.execute(select(outbox.c.user_id, outbox.c.payload).order_by(outbox.c.id))).all()
+    ctx = {"engine": engine}
+    older, newer = ({"user_id": str(e.user_id), **e.payload} for e in events)
+    assert await on_records_changed(ctx, older) == 0, "the record has moved on to the later change"
+    assert await planned(engine) == []
+    assert await on_records_changed(ctx, newer) == 1
+    assert await planned(engine) == [("experiment_follow_up", moved, "planned")]
+
+
 async def _event_ids(engine: AsyncEngine) -> list[int]:
     async with engine.connect() as conn:
         return list((await conn.execute(select(outbox.c.id))).scalars())
