@@ -136,7 +136,9 @@ class Syncer:
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         request_hash = _request_hash(request)
-        start = await queries.read_start(conn, user_id, request.batch_id, mutations, lock=lock)
+        start = await queries.read_start(
+            conn, user_id, request.batch_id, mutations, lock=lock, after=after, limit=request.pull_limit
+        )
         last_seq = start.last_seq
         key = await data_keys.read_or_create(conn, self._master, user_id, start.key)
         if start.receipt is not None:
@@ -164,19 +166,40 @@ class Syncer:
         # The records are stamped with the time of the start's read.
         results = [_wire_result(r, start.now) for r in core_results]
         receipt = queries.Receipt(request.batch_id, request_hash, results)
-        # A device that had every change before this batch has nothing to pull: its new position
-        # (what the pull would remember) is written with the batch, and no page is read.
-        up_to_date = after >= last_seq
-        position = max(after, own_up_to) if up_to_date else None
+        # The page read with the start (when its snapshot holds every change up to last_seq): the
+        # device's new position is then known before the write, which remembers it.
+        page = (
+            queries.page_before(
+                start.page,
+                key,
+                limit=request.pull_limit,
+                after=after,
+                own_up_to=own_up_to,
+                rewritten={record.id for _, record in numbered},
+            )
+            if start.page is not None
+            else None
+        )
         if not await queries.save_batch(
-            conn, key, written, numbered, before, own_up_to, receipt, event, (request.device_id, position), start
+            conn,
+            key,
+            written,
+            numbered,
+            before,
+            own_up_to,
+            receipt,
+            event,
+            (request.device_id, page.position if page is not None else None),
+            start,
         ):
             return None
         if self._on_applied is not None:
             self._on_applied(results)
-        if position is not None:
-            return SyncResponse(results=results, changes=[], cursor=cursors.encode(position, now), has_more=False)
-        return await self._pull(conn, user_id, key, request, after, last_seq, own_up_to, results, now)
+        if page is None:
+            return await self._pull(conn, user_id, key, request, after, last_seq, own_up_to, results, now)
+        return SyncResponse(
+            results=results, changes=page.changes, cursor=cursors.encode(page.position, now), has_more=page.has_more
+        )
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:

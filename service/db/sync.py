@@ -74,6 +74,9 @@ class Start(msgspec.Struct, frozen=True):
     # What the batch's mutations touch (rows for open_targets), or None when a write committed
     # while the lock was awaited: load_targets reads them afresh.
     targets: list[tuple[Any, ...]] | None
+    # The changes after the device's position (rows for page_before), or None as `targets`: the
+    # page is then read after the batch's write (pull).
+    page: list[tuple[Any, ...]] | None
 
 
 class Targets(msgspec.Struct, frozen=True):
@@ -106,42 +109,75 @@ LEFT JOIN LATERAL (SELECT * FROM record_versions
 WHERE r.id IS NOT NULL OR f.version IS NOT NULL
 """  # noqa: S608
 
-# All a batch starts from, in one statement: the person's last change number, data key and the
-# batch's receipt (head), and its targets. `seen` is the last change number in the statement's
-# snapshot. Taking the lock, `last_seq` is the one the lock returns: a later one when a write
-# committed while the lock was awaited.
+# All a batch starts from, in one statement, as one row: the person's last change number, data key
+# and the batch's receipt (head), its targets (rows of _TARGETS) and the page of changes after the
+# device's position (`limit` + 1 records, to tell whether more follow). `seen` is the last change
+# number in the statement's snapshot. Taking the lock, `last_seq` is the one the lock returns: a
+# later one when a write committed while the lock was awaited.
 _SEEN = "coalesce((SELECT last_seq FROM sync_state WHERE user_id = $1), 0)"
 _HEAD = """
 SELECT {last_seq} AS last_seq, {seen} AS seen, k.master_key_id, k.wrapped, now() AS now, b.request_hash, b.results
 FROM {source} LEFT JOIN data_keys k ON k.user_id = $1
 LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $5
 """
+_START_ROW = f"""
+SELECT head.*,
+       CASE WHEN head.request_hash IS NULL THEN (SELECT array_agg(t) FROM ({_TARGETS}) t) END AS targets,
+       (SELECT array_agg(p ORDER BY p.seq) FROM (
+           SELECT {CHANGE_COLUMNS}, seq FROM records WHERE user_id = $1 AND seq > $6 ORDER BY seq LIMIT $7 + 1
+       ) p) AS page
+FROM head
+"""  # noqa: S608
 _START = f"""
 WITH head AS ({_HEAD.format(last_seq="s.last_seq", seen="s.last_seq", source=f"(SELECT {_SEEN} AS last_seq) AS s")})
-SELECT head.*, t.* FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
-"""  # noqa: S608
+{_START_ROW}"""
 _LOCKED_START = f"""
 WITH locked AS (
     INSERT INTO sync_state (user_id) VALUES ($1)
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq RETURNING last_seq
 ), head AS ({_HEAD.format(last_seq="locked.last_seq", seen=_SEEN, source="locked")})
-SELECT head.*, t.* FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
-"""  # noqa: S608
+{_START_ROW}"""  # noqa: S608
 
 
 async def read_start(
-    conn: Driver, user_id: UUID, batch_id: UUID, mutations: Sequence[Mutation], *, lock: bool
+    conn: Driver,
+    user_id: UUID,
+    batch_id: UUID,
+    mutations: Sequence[Mutation],
+    *,
+    lock: bool,
+    after: int,
+    limit: int,
 ) -> Start:
-    """Read what the batch starts from; with `lock`, first take this person's write lock until
-    commit (in a transaction)."""
-    rows = await conn.fetch(_LOCKED_START if lock else _START, user_id, *_target_arguments(mutations), batch_id)
-    head = rows[0]
+    """Read what the batch starts from, with the page of changes after `after` (up to `limit`);
+    with `lock`, first take this person's write lock until commit (in a transaction)."""
+    head = await conn.fetchrow(
+        _LOCKED_START if lock else _START, user_id, *_target_arguments(mutations), batch_id, after, limit
+    )
+    fresh = head[0] == head[1]
     return Start(
         last_seq=int(head[0]),
         key=WrappedKey(head[2], head[3]) if head[2] is not None else None,
         now=head[4],
         receipt=(head[5], head[6]) if head[5] is not None else None,
-        targets=[row[7:] for row in rows] if head[0] == head[1] else None,
+        targets=(head[7] or []) if fresh else None,
+        page=(head[8] or []) if fresh else None,
+    )
+
+
+def page_before(
+    rows: Sequence[Sequence[Any]], key: DataKey, *, limit: int, after: int, own_up_to: int, rewritten: Collection[UUID]
+) -> Page:
+    """The page a batch's device is sent, from rows read before the batch wrote (Start.page): as
+    pull would read it after the write. The records the batch rewrote are left out (their new
+    states are in its results) but still count toward the page's end, and when no more follow,
+    the device's position moves past the batch's own changes (`own_up_to`)."""
+    has_more = len(rows) > limit
+    shown = rows[:limit]
+    return Page(
+        changes=[change_of(row, key) for row in shown if row[0] not in rewritten],
+        has_more=has_more,
+        position=shown[-1][8] if has_more else max(after, own_up_to),
     )
 
 

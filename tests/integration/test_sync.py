@@ -763,6 +763,52 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
     assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [3, 2, 1]
 
 
+async def test_a_batch_from_a_device_pages_behind_gets_one_page_and_the_rest_after(client: Client) -> None:
+    """The page sent with a batch's results ends where a pull's would: the device pulls on from
+    there and gets every change once, none skipped."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    written = [new_id() for _ in range(5)]
+    await phone.sync(*(upsert(record, "mood_checkin", checkin()) for record in written))
+
+    answer = await tablet.sync(upsert(new_id(), "mood_checkin", checkin()), pull_limit=2)
+    assert [r["status"] for r in answer["results"]] == ["applied"]
+    assert answer["has_more"]
+    pulled = [c["id"] for c in answer["changes"]] + [c["id"] for c in await tablet.pull_all(pull_limit=2)]
+    assert [record for record in pulled if record in written] == written
+
+
+@pytest.mark.parametrize("optimistic_attempts", [2, 0], ids=["checked-at-write", "under-the-lock"])
+async def test_a_change_committed_while_a_batch_waits_is_sent_with_its_answer(
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, optimistic_attempts: int
+) -> None:
+    """Another device's write to another record commits while a batch waits for it. The batch's
+    answer must send that change: its device's new position is past it, so a page read before
+    the write (in the snapshot the batch first read, or the lock's from before it waited) would
+    skip it for good."""
+    monkeypatch.setattr(sync_batch, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
+    tokens, tablet, record = await _a_journal_entry_on_two_devices(client)
+    phone = Phone(client, tokens)
+    other = new_id()
+    await phone.sync(upsert(other, "journal_entry", journal(body="a second page")))
+    await tablet.sync()
+    user_id = uuid.UUID(tokens["user_id"])
+
+    async with engine.connect() as holder:
+        await _write_as_another_device(holder, user_id, other, 2, ["rain"])
+        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
+        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
+        await holder.commit()
+
+    response = await edit
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [r["version"] for r in answer["results"]] == [2]
+    assert [(c["id"], c["version"], c["data"]["tags"]) for c in answer["changes"]] == [(other, 2, ["rain"])]
+    tablet.cursor = answer["cursor"]
+    assert (await tablet.sync())["changes"] == [], "nothing is left for the tablet, nor sent twice"
+
+
 async def test_a_batch_overtaken_on_each_try_without_the_lock_merges_with_every_write_under_it(
     client: Client, engine: AsyncEngine
 ) -> None:
