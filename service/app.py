@@ -27,7 +27,7 @@ from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
 from service.auth.tokens import jwt_auth, protect_only_v1
-from service.db.engine import create_engine
+from service.db.engine import API_SERVER_SETTINGS, create_engine
 from service.db.migrate import head_revision
 from service.envelope import MasterKeys
 from service.health import HealthCheck
@@ -49,7 +49,7 @@ def app_from_environment() -> Litestar:
 
 def create_app(settings: Settings) -> Litestar:
     configure_logging(settings.log_level)
-    engine = create_engine(settings)
+    engine = create_engine(settings, server_settings=API_SERVER_SETTINGS)
     redis = create_redis(settings)
     auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)
     master_keys = MasterKeys.parse(settings.master_keys)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,13 +20,24 @@ def async_url(database_url: str) -> URL:
     return make_url(database_url).set(drivername="postgresql+asyncpg")
 
 
-def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+# The API reads one person's rows at a time, in index order. Postgres may instead read a page of
+# changes as a bitmap scan of all the person's rows after the cursor and a sort, and does when its
+# statistics lag behind a table that grows fast (a new database, a bulk first sync): each page then
+# costs as much as all the person's later rows, and a first sync grows with the square of them.
+# With bitmap scans off for the API's connections, the page is the first rows of the index.
+API_SERVER_SETTINGS = {"enable_bitmapscan": "off"}
+
+
+def create_engine(
+    settings: Settings, *, pool_size: int | None = None, server_settings: Mapping[str, str] | None = None
+) -> AsyncEngine:
+    """`server_settings` are Postgres settings for each of the engine's connections."""
     engine = create_async_engine(
         async_url(settings.database_url),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_recycle=1800,
-        connect_args={"timeout": 5, "command_timeout": 30},
+        connect_args={"timeout": 5, "command_timeout": 30, "server_settings": dict(server_settings or {})},
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
     return engine

@@ -1,0 +1,77 @@
+"""A page of changes is read in index order, whatever Postgres's statistics say."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from litestar import Litestar
+from litestar.di import Provide
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.db import sync as queries
+from service.db.engine import API_SERVER_SETTINGS, create_engine
+from service.settings import Settings
+
+ALL_AFTER = 9223372036854775807
+
+
+def _nodes(plan: dict[str, Any]) -> list[str]:
+    return [plan["Node Type"], *(name for child in plan.get("Plans", []) for name in _nodes(child))]
+
+
+async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_lag(
+    settings: Settings, database: str
+) -> None:
+    """Statistics taken before a person wrote 5,000 records say they have almost none: Postgres
+    would then read all their rows after the cursor and sort them, for every page of a first
+    sync. On the API's connections a page is the first rows of the (user_id, seq) index."""
+    engine: AsyncEngine = create_engine(settings, pool_size=1, server_settings=API_SERVER_SETTINGS)
+    try:
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            # Rolled back: the statistics and the rows go with it.
+            transaction = driver.transaction()
+            await transaction.start()
+            try:
+                await driver.execute("ANALYZE records")
+                user_id = uuid.uuid4()
+                await driver.execute("INSERT INTO users (id) VALUES ($1)", user_id)
+                await driver.execute(
+                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
+                    "SELECT $1, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
+                    "FROM generate_series(1, 5000) AS s",
+                    user_id,
+                )
+                plans = {
+                    "pull": await driver.fetchval(
+                        "EXPLAIN (FORMAT JSON) " + queries._PULL, user_id, 0, None, 500, None, uuid.uuid4()
+                    ),
+                    "batch": await driver.fetchval(
+                        "EXPLAIN (FORMAT JSON) " + queries._START,
+                        user_id,
+                        [uuid.uuid4()],
+                        [b"\0" * 32],
+                        [0],
+                        uuid.uuid4(),
+                        0,
+                        500,
+                    ),
+                }
+            finally:
+                await transaction.rollback()
+    finally:
+        await engine.dispose()
+    for statement, plan in plans.items():
+        nodes = _nodes(plan[0]["Plan"])
+        assert "Bitmap Heap Scan" not in nodes, (statement, nodes)
+
+
+async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: Litestar, database: str) -> None:
+    provided = app.dependencies["engine"]
+    assert isinstance(provided, Provide)
+    engine: AsyncEngine = provided.dependency()
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SHOW enable_bitmapscan")) == "off"
