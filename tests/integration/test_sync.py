@@ -737,6 +737,22 @@ async def _blocked_by(engine: AsyncEngine, holder: Any, waiting: int = 1) -> boo
     return False
 
 
+async def _edit_while_another_device_writes(
+    engine: AsyncEngine, tablet: Phone, record: str, *, written: str
+) -> httpx.Response:
+    """The tablet edits `record` while another device's write (a version 2 of `written`, with
+    other tags) holds the person's lock; the write commits once the tablet's batch waits for it."""
+    user_id = uuid.UUID(tablet.tokens["user_id"])
+    async with engine.connect() as holder:
+        await _write_as_another_device(holder, user_id, written, 2, ["rain"])
+        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
+        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
+        await holder.commit()
+    response = await edit
+    assert response.status_code == 200, response.text
+    return response
+
+
 @pytest.mark.parametrize("optimistic_attempts", [2, 0], ids=["checked-at-write", "under-the-lock"])
 async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_that_write(
     client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch, optimistic_attempts: int
@@ -747,16 +763,8 @@ async def test_an_edit_waiting_for_another_write_to_the_same_record_builds_on_th
     overtaken and run again), or waits for the lock (reading in the snapshot from before it waited)."""
     monkeypatch.setattr(sync_batch, "OPTIMISTIC_ATTEMPTS", optimistic_attempts)
     tokens, tablet, record = await _a_journal_entry_on_two_devices(client)
-    user_id = uuid.UUID(tokens["user_id"])
 
-    async with engine.connect() as holder:
-        await _write_as_another_device(holder, user_id, record, 2, ["rain"])
-        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
-        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
-        await holder.commit()
-
-    response = await edit
-    assert response.status_code == 200, response.text
+    response = await _edit_while_another_device_writes(engine, tablet, record, written=record)
     [result] = response.json()["results"]
     assert result["version"] == 3
     assert (result["record"]["data"]["body"], result["record"]["data"]["tags"]) == ("evening pages", ["rain"])
@@ -792,16 +800,8 @@ async def test_a_change_committed_while_a_batch_waits_is_sent_with_its_answer(
     other = new_id()
     await phone.sync(upsert(other, "journal_entry", journal(body="a second page")))
     await tablet.sync()
-    user_id = uuid.UUID(tokens["user_id"])
 
-    async with engine.connect() as holder:
-        await _write_as_another_device(holder, user_id, other, 2, ["rain"])
-        edit = asyncio.ensure_future(tablet.send([upsert(record, "journal_entry", {"body": "evening pages"}, base=1)]))
-        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
-        await holder.commit()
-
-    response = await edit
-    assert response.status_code == 200, response.text
+    response = await _edit_while_another_device_writes(engine, tablet, record, written=other)
     answer = response.json()
     assert [r["version"] for r in answer["results"]] == [2]
     assert [(c["id"], c["version"], c["data"]["tags"]) for c in answer["changes"]] == [(other, 2, ["rain"])]
