@@ -188,7 +188,10 @@ def sockets_on(pid: int, port: int, *, state: str) -> int:
     """TCP sockets on local `port` in `state` that the process holds (read from /proc)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        target = str(fd.readlink()) if fd.is_symlink() else ""
+        try:
+            target = str(fd.readlink())
+        except OSError:  # closed between listing and reading: the process goes on working meanwhile
+            continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
     held = 0
