@@ -1,4 +1,4 @@
-"""Three phones of one person, offline edits, any sync order, lost answers: one truth.
+"""Three phones of one person, offline edits, any sync order or all at once, lost answers: one truth.
 
 The reference client (tests/simulator.py) runs against the real endpoint.
 Every device ends with the server's state, and every text anyone typed is in
@@ -7,6 +7,7 @@ that state or in the records' history.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -46,8 +47,12 @@ def sentence(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["one-after-another", "at-once"])
 @pytest.mark.parametrize("seed", range(6))
-async def test_devices_converge_and_no_text_is_lost(client: Client, seed: int) -> None:
+async def test_devices_converge_and_no_text_is_lost(client: Client, seed: int, at_once: bool) -> None:
+    """With `at_once`, the phones' batches (and a lost answer's re-send beside its first send) reach
+    the server at the same moments: their reads and writes interleave, and a write that another
+    came before is run again, then under the person's lock."""
     rng = random.Random(seed)
     tokens = await anonymous(client)
     merged_in: set[str] = set()
@@ -104,11 +109,20 @@ async def test_devices_converge_and_no_text_is_lost(client: Client, seed: int) -
                     )
         order = phones[:]
         rng.shuffle(order)
-        for phone in order:  # syncs in any order, some answers lost and the batch re-sent
-            request = phone.build_request()
-            if rng.random() < 0.4:
-                await send(request)  # the answer never arrives
-            phone.handle(request, await send(request))
+        if at_once:
+            batches = [(phone, phone.build_request(), rng.random() < 0.4) for phone in order]
+
+            async def deliver(phone: Device, request: SyncRequest, lost: bool) -> None:
+                answers = await asyncio.gather(*(send(request) for _ in range(2 if lost else 1)))
+                phone.handle(request, answers[-1])
+
+            await asyncio.gather(*(deliver(*batch) for batch in batches))
+        else:
+            for phone in order:  # syncs in any order, some answers lost and the batch re-sent
+                request = phone.build_request()
+                if rng.random() < 0.4:
+                    await send(request)  # the answer never arrives
+                phone.handle(request, await send(request))
 
     for _ in range(2):
         for phone in phones:
