@@ -113,35 +113,31 @@ WHERE r.id IS NOT NULL OR f.version IS NOT NULL
 """  # noqa: S608
 
 # All a batch starts from, in one statement: the person's last change number, data key and the
-# batch's receipt (head) with its targets (head joined to the rows of _TARGETS), then the page of
-# changes after the device's position (`limit` + 1 records, to tell whether more follow). Both
-# kinds of rows share one shape, each leaving the other's columns null: as an array of records, a
-# page took asyncpg and Postgres each about 1.5 us more per record. `seen` is the last change
-# number in the statement's snapshot.
-# Taking the lock, `last_seq` is the one the lock returns: a later one when a write committed
-# while the lock was awaited.
+# batch's receipt (head) with its targets (head joined to the rows of _TARGETS), and the page of
+# changes after the device's position (`limit` + 1 records, to tell whether more follow), as rows
+# of one shape: each leaves the other part's columns null (as an array of records, a page took
+# asyncpg and Postgres each about 1.5 us more per record). `seen` is the last change number in the
+# statement's snapshot. Taking the lock, `last_seq` is the one the lock returns: a later one when a
+# write committed while the lock was awaited.
 _SEEN = "coalesce((SELECT last_seq FROM sync_state WHERE user_id = $1), 0)"
 _HEAD = """
 SELECT {last_seq} AS last_seq, {seen} AS seen, k.master_key_id, k.wrapped, now() AS now, b.request_hash, b.results
 FROM {source} LEFT JOIN data_keys k ON k.user_id = $1
 LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $5
 """
-_HEAD_NULLS = "NULL::bigint, NULL::bigint, NULL::text, NULL::bytea, NULL::timestamptz, NULL::bytea, NULL::bytea"
-_TARGET_NULLS = (
-    "NULL::uuid, NULL::text, NULL::int, NULL::bool, NULL::text, NULL::bytea, NULL::bytea, NULL::timestamptz, "
-    "NULL::uuid, NULL::bytea, NULL::int, NULL::uuid, NULL::int, NULL::bool, NULL::text, NULL::bytea, "
-    "NULL::timestamptz, NULL::uuid"
-)
-_PAGE_NULLS = (
-    "NULL::uuid, NULL::text, NULL::int, NULL::bool, NULL::text, NULL::bytea, NULL::timestamptz, "
-    "NULL::timestamptz, NULL::bigint"
-)
 # Where each part of a row of _START begins; in a page's part, the change number follows CHANGE_COLUMNS.
 _TARGET_AT, _PAGE_AT, _PAGE_SEQ = 7, 25, 8
+
+
+def _nulls(count: int) -> str:
+    """Untyped nulls for the columns of a UNION's other part: Postgres takes that part's types."""
+    return ", ".join(["NULL"] * count)
+
+
 _START_ROWS = f"""
-SELECT head.*, t.*, {_PAGE_NULLS} FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
+SELECT head.*, t.*, {_nulls(_PAGE_SEQ + 1)} FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
 UNION ALL
-SELECT {_HEAD_NULLS}, {_TARGET_NULLS}, p.* FROM (
+SELECT {_nulls(_PAGE_AT)}, p.* FROM (
     SELECT {CHANGE_COLUMNS}, seq FROM records WHERE user_id = $1 AND seq > $6 ORDER BY seq LIMIT $7 + 1
 ) p WHERE (SELECT request_hash FROM head) IS NULL
 """  # noqa: S608
