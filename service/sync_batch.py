@@ -1,7 +1,8 @@
 """One sync round trip: validate, apply, pull what is new.
 
 The pure rules (service/sync) decide; this module loads what they need in one
-set-based statement and writes what they decided in another. The write numbers
+set-based statement and writes what they decided in another (a batch of new
+records, whose rules need nothing stored, is only written). The write numbers
 the changes from the person's last change number, which it claims only if no
 other write came between, and holds until it commits: numbers are taken in
 commit order, so a concurrent pull never skips one.
@@ -20,7 +21,6 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import records as kinds
-from schemas.jobs import RECORDS_CHANGED
 from schemas.sync import (
     MAX_MUTATIONS,
     PROTOCOL_VERSIONS,
@@ -41,7 +41,7 @@ from service.db import sync as queries
 from service.db.engine import driver_connection, driver_transaction
 from service.db.errors import owner_gone
 from service.db.sync import Driver
-from service.envelope import DataKey, MasterKeys
+from service.envelope import DataKey, MasterKeys, WrappedKey
 from service.insights.assessments import derive
 from service.problems import ProblemError
 from service.sync import cursor as cursors
@@ -54,6 +54,8 @@ _canonical = msgspec.json.Encoder(order="sorted")
 # without the person's lock, then under it; one more when a retry of the same batch overtook it.
 OPTIMISTIC_ATTEMPTS = 2
 ATTEMPTS = 4
+# Data keys a process holds for batches of new records (Syncer._keys): a few hundred bytes each.
+KEYS_HELD = 10_000
 
 
 def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +91,9 @@ class Syncer:
         self._master = master_keys
         # Told of each newly applied batch's results (not of replays): the metrics count them.
         self._on_applied = on_applied
+        # The data keys of people who wrote lately, as stored and opened, the oldest first: a batch
+        # of new records is then written with nothing read first (_run_new).
+        self._keys: dict[UUID, tuple[WrappedKey, DataKey]] = {}
 
     async def sync(self, user_id: UUID, request: SyncRequest) -> SyncResponse:
         """One round trip on a pooled connection.
@@ -136,11 +141,18 @@ class Syncer:
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         request_hash = _request_hash(request)
+        held = None if lock else self._keys.get(user_id)
+        if held is not None and all(m.base_version == 0 for m in mutations):
+            answer = await self._run_new(conn, user_id, request, prepared, held, request_hash, after, now)
+            if answer is not None:
+                return answer
         start = await queries.read_start(
             conn, user_id, request.batch_id, mutations, lock=lock, after=after, limit=request.pull_limit
         )
         last_seq = start.last_seq
         key = await data_keys.read_or_create(conn, self._master, user_id, start.key)
+        if start.key is not None:
+            self._hold_key(user_id, start.key, key)
         if start.receipt is not None:
             stored = queries.open_batch(key, request.batch_id, start.receipt)
             if stored.request_hash != request_hash:
@@ -158,14 +170,9 @@ class Syncer:
         before = {record_id: record.version for record_id, record in current.items()}
         core_results, written = apply_batch(current, targets.history, targets.applied, prepared, POLICY)
         changed = _changed_in_order(current, before, written)
-        numbered = [(last_seq + index + 1, current[record_id]) for index, record_id in enumerate(changed)]
-        own_up_to = last_seq + len(numbered)
-        # The change numbers the batch took, not its records: the workers read what they need from
-        # the records still at those numbers (workers/jobs/events.py).
-        event = (RECORDS_CHANGED, {"after": last_seq, "up_to": own_up_to}) if numbered else None
+        own_up_to = last_seq + len(changed)
         # The records are stamped with the time of the start's read.
         results = [_wire_result(r, start.now) for r in core_results]
-        receipt = queries.Receipt(request.batch_id, request_hash, results)
         # The page read with the start (when its snapshot holds every change up to last_seq): the
         # device's new position is then known before the write, which remembers it.
         page = (
@@ -175,7 +182,7 @@ class Syncer:
                 limit=request.pull_limit,
                 after=after,
                 own_up_to=own_up_to,
-                rewritten={record.id for _, record in numbered},
+                rewritten={record.id for record in changed},
             )
             if start.page is not None
             else None
@@ -184,22 +191,100 @@ class Syncer:
             conn,
             key,
             written,
-            numbered,
+            changed,
             before,
-            own_up_to,
-            receipt,
-            event,
+            queries.Receipt(request.batch_id, request_hash, results),
             (request.device_id, page.position if page is not None else None),
             start,
         ):
             return None
+        return await self._answer(conn, user_id, key, request, after, (last_seq, own_up_to), results, page, now)
+
+    async def _run_new(
+        self,
+        conn: Driver,
+        user_id: UUID,
+        request: SyncRequest,
+        prepared: list[Mutation | Result],
+        key: tuple[WrappedKey, DataKey],
+        request_hash: bytes,
+        after: int,
+        now: datetime,
+    ) -> SyncResponse | None:
+        """A batch of new records (each mutation a create, on base version 0) from a person whose
+        data key this process holds: nothing is read before the write (queries.save_new_batch).
+        None, with nothing written, when a record was not new after all, the batch is a retry, the
+        key is no longer the person's, or the rules refused a mutation: the batch is then run as any
+        other."""
+        current: dict[UUID, Record] = {}
+        core_results, written = apply_batch(current, {}, {}, prepared, POLICY)
+        if any(r.status == "rejected" for r, m in zip(core_results, prepared, strict=True) if isinstance(m, Mutation)):
+            # Refused as a new record (a change of some fields only, say), it may be a valid
+            # change of one stored: only the write can tell, and it writes no refusal.
+            return None
+        changed = _changed_in_order(current, {}, written)
+        # Rules applied to new records merge nothing: no result carries a record to stamp.
+        results = [_wire_result(r, now) for r in core_results]
+        try:
+            saved = await queries.save_new_batch(
+                conn,
+                key,
+                written,
+                changed,
+                queries.Receipt(request.batch_id, request_hash, results),
+                request.device_id,
+                after=after,
+                limit=request.pull_limit,
+            )
+        except asyncpg.UniqueViolationError as error:
+            if queries.is_not_new(error):
+                return None
+            raise
+        if saved is None:
+            self._keys.pop(user_id, None)
+            return None
+        last_seq = saved.last_seq - len(changed)
+        page = (
+            queries.page_before(
+                saved.page,
+                key[1],
+                limit=request.pull_limit,
+                after=after,
+                own_up_to=saved.last_seq,
+                rewritten={record.id for record in changed},
+            )
+            if saved.page is not None
+            else None
+        )
+        return await self._answer(conn, user_id, key[1], request, after, (last_seq, saved.last_seq), results, page, now)
+
+    async def _answer(
+        self,
+        conn: Driver,
+        user_id: UUID,
+        key: DataKey,
+        request: SyncRequest,
+        after: int,
+        numbers: tuple[int, int],
+        results: list[MutationResult],
+        page: queries.Page | None,
+        now: datetime,
+    ) -> SyncResponse:
+        """The answer to a batch written after the change number `numbers[0]` up to `numbers[1]`:
+        its results, and the page of changes its device is sent (read after the write when none
+        was read before it)."""
         if self._on_applied is not None:
             self._on_applied(results)
         if page is None:
-            return await self._pull(conn, user_id, key, request, after, last_seq, own_up_to, results, now)
+            return await self._pull(conn, user_id, key, request, after, *numbers, results, now)
         return SyncResponse(
             results=results, changes=page.changes, cursor=cursors.encode(page.position, now), has_more=page.has_more
         )
+
+    def _hold_key(self, user_id: UUID, stored: WrappedKey, key: DataKey) -> None:
+        if user_id not in self._keys and len(self._keys) >= KEYS_HELD:
+            del self._keys[next(iter(self._keys))]
+        self._keys[user_id] = (stored, key)
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:
@@ -320,13 +405,14 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
     )
 
 
-def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[UUID]:
-    """Records that got new versions, in the order of their last change."""
+def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[Record]:
+    """Records that got new versions, in the order of their last change: the order of their
+    change numbers."""
     order: dict[UUID, None] = {}
     for version in written:
         order.pop(version.record_id, None)
         order[version.record_id] = None
-    return [rid for rid in order if current[rid].version != before.get(rid)]
+    return [current[rid] for rid in order if current[rid].version != before.get(rid)]
 
 
 def _wire_result(result: Result, updated_at: datetime) -> MutationResult:

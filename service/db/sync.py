@@ -3,13 +3,13 @@
 Whole batches go in at once: lookups as arrays (`unnest`), a batch's new rows
 as one JSON document beside binary arrays (save_batch). A batch is two
 statements: what it starts from, with the page its device is sent (read_start),
-and its writes (save_batch). The statements of a sync round trip are sent on the
-asyncpg connection itself (`Driver`, from service.db.engine.driver_connection,
-or driver_transaction under the lock): SQLAlchemy's work per statement cost more
-than the statement. The rest (workers, the records API)
-runs through SQLAlchemy connections. What people wrote is sealed here on the
-way in and opened on the way out (service/envelope.py), so the rules above
-see whole records.
+and its writes (save_batch); a batch of new records is one (save_new_batch).
+The statements of a sync round trip are sent on the asyncpg connection itself
+(`Driver`, from service.db.engine.driver_connection, or driver_transaction under
+the lock): SQLAlchemy's work per statement cost more than the statement. The
+rest (workers, the records API) runs through SQLAlchemy connections. What people
+wrote is sealed here on the way in and opened on the way out
+(service/envelope.py), so the rules above see whole records.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from schemas.jobs import RECORDS_CHANGED
 from schemas.sync import Change, HistoryVersion, MutationResult
 from service import outbox
 from service.envelope import DataKey, MasterKeys, Sealer, WrappedKey, reveal
@@ -132,6 +133,19 @@ _TARGET_AT, _PAGE_AT, _PAGE_SEQ = 7, 25, 8
 def _nulls(count: int) -> str:
     """Untyped nulls for the columns of a UNION's other part: Postgres takes that part's types."""
     return ", ".join(["NULL"] * count)
+
+
+def _page_end(*, after: str, limit: str, own_up_to: str) -> str:
+    """A statement's `position` of a device after the rows of its `page` (`limit` + 1 of those
+    after the device's position `after`, to tell whether more follow): the page's end when more
+    follow, else everything up to `own_up_to` (what the request itself wrote), or to the last
+    change sent. page_before states the same rule for a page read before a batch's write."""
+    return f"""position AS (
+    SELECT CASE WHEN count(*) > {limit} THEN (SELECT seq FROM page ORDER BY seq OFFSET {limit} - 1 LIMIT 1)
+                ELSE greatest({after}, coalesce({own_up_to}, max(seq))) END AS seq,
+           count(*) > {limit} AS has_more
+    FROM page
+)"""  # noqa: S608
 
 
 _START_ROWS = f"""
@@ -368,28 +382,30 @@ class Receipt(msgspec.Struct, frozen=True):
 
 # One statement writes all of a batch: its versions and the new current states, the person's last
 # change number, the event for the workers (with a wake-up for the relay at commit) and the
-# batch's receipt; or none of it, when another write came after the batch's start was read (see
-# save_batch). The rows go in as one JSON document, which msgspec writes in one call, rather
-# than as a dozen typed arrays that asyncpg encodes value by value in Python. Postgres reads it as
-# jsonb: parsed once, each record's data is then taken as it is (json_to_recordset would parse
-# every nested object again, and took twice the time). The sealed blobs, fingerprints and stamps,
-# most of the bytes, go beside it as binary arrays (zipped row by row with ROWS FROM), not as text
-# for Postgres to parse: stamps as JSON were half the document and a third of its time.
-_SAVE_BATCH = """
-WITH claimed AS (
-    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $3)
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $18
-    RETURNING last_seq
-), v AS (
+# batch's receipt; or none of it, when the person's last change number cannot be claimed (see
+# save_batch and save_new_batch, which claim it differently). The rows go in as one JSON
+# document, which msgspec writes in one call, rather than as a dozen typed arrays that asyncpg
+# encodes value by value in Python. Postgres reads it as jsonb: parsed once, each record's data is
+# then taken as it is (json_to_recordset would parse every nested object again, and took twice the
+# time). The sealed blobs, fingerprints and stamps, most of the bytes, go beside it as binary
+# arrays (zipped row by row with ROWS FROM), not as text for Postgres to parse: stamps as JSON
+# were half the document and a third of its time. A row's change number is its place among the
+# batch's $3 changes, counted on from the last change number before the claim. The event names
+# the change numbers the batch took, not its records: the workers read what they need from the
+# records still at those numbers (workers/jobs/events.py).
+#
+# Both statements share $1 to $15; `updated_at` is what the new states are stamped with.
+_WRITES = """
+v AS (
     SELECT record_id, version, kind, coalesce(deleted, false) AS deleted, data, changed_at,
-           coalesce(device_id, $16) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
-           seq, new, sealed, fingerprint, stamps
+           coalesce(device_id, $15) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
+           (SELECT last_seq FROM claimed) - $3::bigint + seq AS seq, new, sealed, fingerprint, stamps
     FROM ROWS FROM (
         jsonb_to_recordset($2::jsonb) AS (r uuid, v int, k text, d jsonb, t timestamptz, x bool, w uuid,
             rt timestamptz, s bigint, n bool),
+        unnest($12::bytea[]),
         unnest($13::bytea[]),
-        unnest($14::bytea[]),
-        unnest($15::bytea[])
+        unnest($14::bytea[])
     ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, sealed,
            fingerprint, stamps)
     WHERE EXISTS (SELECT FROM claimed)
@@ -402,13 +418,13 @@ WITH claimed AS (
     INSERT INTO records
         (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
     SELECT $1, record_id, kind, version, deleted, data, sealed, stamps, record_changed_at,
-           device_id, seq, $19
+           device_id, seq, {updated_at}
     FROM v WHERE seq IS NOT NULL AND new
 ), current_states AS (
     INSERT INTO records
         (user_id, id, kind, version, deleted, data, sealed, stamps, changed_at, device_id, seq, updated_at)
     SELECT $1, record_id, kind, version, deleted, data, sealed, stamps, record_changed_at,
-           device_id, seq, $19
+           device_id, seq, {updated_at}
     FROM v WHERE seq IS NOT NULL AND new IS NULL
     ON CONFLICT (user_id, id) DO UPDATE SET kind = excluded.kind, version = excluded.version,
         deleted = excluded.deleted, data = excluded.data, sealed = excluded.sealed, stamps = excluded.stamps,
@@ -417,34 +433,123 @@ WITH claimed AS (
 ), receipt AS (
     INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations, merged, rejected)
     SELECT $1, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT FROM claimed)
-), remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq)
-    SELECT $1, $16, $17 WHERE $17::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)
-    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 ), event AS (
     INSERT INTO outbox (user_id, kind, payload)
-    SELECT $1, $10, $11::jsonb WHERE $11::jsonb IS NOT NULL AND EXISTS (SELECT FROM claimed)
+    SELECT $1, $10, jsonb_build_object('after', last_seq - $3::bigint, 'up_to', last_seq)
+    FROM claimed WHERE $10::text IS NOT NULL
     RETURNING id
+)"""
+
+# Claimed only if the person's last change number is still the one the batch started from ($17),
+# and the device's new position ($16) remembered when it is known before the write.
+_SAVE_BATCH = f"""
+WITH claimed AS (
+    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $17::bigint + $3::bigint)
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $17
+    RETURNING last_seq
+), {_WRITES.format(updated_at="$18")}, remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq)
+    SELECT $1, $15, $16 WHERE $16::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 )
-SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($12, '')) FROM event)
-"""
+SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($11, '')) FROM event)
+"""  # noqa: S608
+
+# A batch of new records needs nothing read before its write: the next change numbers are taken
+# whatever the last one is (waiting for a write still running, as the person's lock would), the
+# key the rows are sealed with must still be the person's ($18, as stored), and the page of
+# changes after the device's position ($16, up to $17 of them) is read in the statement's snapshot.
+# That page is whole only when the snapshot holds every change before the claimed ones (`fresh`):
+# the device's new position is then remembered here, as a pull would (_page_end).
+_SAVE_NEW_BATCH = f"""
+WITH claimed AS (
+    INSERT INTO sync_state (user_id, last_seq) SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $18
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + excluded.last_seq
+    RETURNING last_seq
+), {_WRITES.format(updated_at="now()")}, page AS (
+    SELECT {CHANGE_COLUMNS}, seq FROM records WHERE user_id = $1 AND seq > $16 ORDER BY seq LIMIT $17 + 1
+), fresh AS (
+    SELECT last_seq FROM claimed WHERE last_seq - $3::bigint = {_SEEN}
+), {_page_end(after="$16", limit="$17", own_up_to="(SELECT last_seq FROM fresh)")}, remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq)
+    SELECT $1, $15, seq FROM position WHERE EXISTS (SELECT FROM fresh)
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
+)
+SELECT c.last_seq, (SELECT count(pg_notify($11, '')) FROM event), EXISTS (SELECT FROM fresh), page.*
+FROM claimed c LEFT JOIN page ON EXISTS (SELECT FROM fresh) ORDER BY page.seq
+"""  # noqa: S608
+# Where a new record's part of a _SAVE_NEW_BATCH row begins.
+_NEW_PAGE_AT = 3
+
+
+def _write_arguments(
+    key: DataKey,
+    written: Sequence[Written],
+    changed: Sequence[Record],
+    stored: Collection[UUID],
+    receipt: Receipt,
+    device_id: UUID,
+) -> tuple[Any, ...]:
+    """$1 to $15 of both write statements (_WRITES). Each version goes with its sealed blob; the
+    newest of each changed record also carries its place among the changes (and its stamps), and
+    becomes the record's current state, a plain insert unless its id is in `stored`."""
+    current = {record.id: (place, record) for place, record in enumerate(changed, 1)}
+    newest = {version.record_id: n for n, version in enumerate(written)}
+    rows: list[_Saved] = []
+    blobs: list[bytes | None] = []
+    stamps: list[bytes | None] = []
+    for n, (v, (plain, sealed)) in enumerate(
+        zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
+    ):
+        row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
+        if v.device_id != device_id:
+            row.device_id = v.device_id
+        if newest[v.record_id] == n and v.record_id in current:
+            place, record = current[v.record_id]
+            row.seq = place
+            if record.changed_at != v.changed_at:
+                row.record_changed_at = record.changed_at
+            if record.id not in stored:
+                row.new = True
+            stamps.append(_pack_stamps.encode(record.stamps))
+        else:
+            stamps.append(None)
+        rows.append(row)
+        blobs.append(sealed)
+    results = receipt.results
+    return (
+        key.owner,
+        _json.encode(rows).decode(),
+        len(changed),
+        receipt.batch_id,
+        receipt.request_hash,
+        key.seal_bytes(_BATCH, receipt.batch_id, _results_encoder.encode(results)),
+        len(results),
+        sum(r.status == "merged" for r in results),
+        sum(r.status == "rejected" for r in results),
+        RECORDS_CHANGED if changed else None,
+        outbox.CHANNEL,
+        blobs,
+        [v.fingerprint for v in written],
+        stamps,
+        device_id,
+    )
 
 
 async def save_batch(
     conn: Driver,
     key: DataKey,
     written: Sequence[Written],
-    numbered: Sequence[tuple[int, Record]],
+    changed: Sequence[Record],
     stored: Collection[UUID],
-    last_seq: int,
     receipt: Receipt,
-    event: tuple[str, dict[str, Any]] | None,
     device: tuple[UUID, int | None],
     start: Start,
 ) -> bool:
-    """One sync batch's writes in one statement: its new versions, the new current states (each
-    numbered with its change), the person's last change number (`last_seq`), its event (kind, payload) and its
-    receipt. A current state is its record's newest version: its data and blob are sent once.
+    """One sync batch's writes in one statement: its new versions, the new current states of the
+    `changed` records (numbered in that order after the start's last change number), the person's
+    last change number, the event for the workers and the receipt. A current state is its
+    record's newest version: its data and blob are sent once.
 
     Written only if the person's last change number is still the one the batch started from
     (`start`), and then True; when another write came between, nothing is written and the
@@ -462,54 +567,67 @@ async def save_batch(
 
     The receipt is sealed (msgpack) since it repeats records and conflicts.
     """
-    current = {record.id: (seq, record) for seq, record in numbered}
-    newest = {version.record_id: n for n, version in enumerate(written)}
-    rows: list[_Saved] = []
-    blobs: list[bytes | None] = []
-    stamps: list[bytes | None] = []
     device_id, position = device
-    for n, (v, (plain, sealed)) in enumerate(
-        zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
-    ):
-        row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
-        if v.device_id != device_id:
-            row.device_id = v.device_id
-        if newest[v.record_id] == n and v.record_id in current:
-            seq, record = current[v.record_id]
-            row.seq = seq
-            if record.changed_at != v.changed_at:
-                row.record_changed_at = record.changed_at
-            if record.id not in stored:
-                row.new = True
-            stamps.append(_pack_stamps.encode(record.stamps))
-        else:
-            stamps.append(None)
-        rows.append(row)
-        blobs.append(sealed)
-    results = receipt.results
     claimed, _ = await conn.fetchrow(
         _SAVE_BATCH,
-        key.owner,
-        _json.encode(rows).decode(),
-        last_seq,
-        receipt.batch_id,
-        receipt.request_hash,
-        key.seal_bytes(_BATCH, receipt.batch_id, _results_encoder.encode(results)),
-        len(results),
-        sum(r.status == "merged" for r in results),
-        sum(r.status == "rejected" for r in results),
-        event[0] if event else None,
-        _json.encode(event[1]).decode() if event else None,
-        outbox.CHANNEL,
-        blobs,
-        [v.fingerprint for v in written],
-        stamps,
-        device_id,
+        *_write_arguments(key, written, changed, stored, receipt, device_id),
         position,
         start.last_seq,
         start.now,
     )
     return bool(claimed)
+
+
+class NewBatch(msgspec.Struct, frozen=True):
+    """What save_new_batch wrote and read."""
+
+    # The person's last change number after the batch's changes.
+    last_seq: int
+    # The changes after the device's position (rows for page_before), or None when a write
+    # committed between the statement's snapshot and its claim: the page is then read after (pull).
+    page: list[tuple[Any, ...]] | None
+
+
+async def save_new_batch(
+    conn: Driver,
+    key: tuple[WrappedKey, DataKey],
+    written: Sequence[Written],
+    changed: Sequence[Record],
+    receipt: Receipt,
+    device_id: UUID,
+    *,
+    after: int,
+    limit: int,
+) -> NewBatch | None:
+    """save_batch for a batch whose records all are new, in one statement with nothing read
+    first: its rows are written after the person's last change number, whatever it is, and the
+    page of changes after `after` (up to `limit`) is read in the same statement.
+
+    None, with nothing written, when `key` (as stored, and opened) is no longer the person's. A
+    record that has a row, or history, after all (the batch was not new) makes the statement fail
+    on the table's key, and nothing is written either (is_not_new).
+    """
+    wrapped, opened = key
+    found = await conn.fetch(
+        _SAVE_NEW_BATCH,
+        *_write_arguments(opened, written, changed, (), receipt, device_id),
+        after,
+        limit,
+        wrapped.wrapped,
+    )
+    if not found:
+        return None
+    head = found[0]
+    return NewBatch(
+        last_seq=head[0],
+        page=[row[_NEW_PAGE_AT:] for row in found if row[_NEW_PAGE_AT] is not None] if head[2] else None,
+    )
+
+
+def is_not_new(error: asyncpg.UniqueViolationError) -> bool:
+    """save_new_batch met a record with a row or history, or this batch's receipt: the batch must
+    be read for, and run, as any other."""
+    return error.constraint_name in {"pk_records", "pk_record_versions", "pk_sync_batches"}
 
 
 async def take_seqs(conn: AsyncConnection, users: Sequence[UUID]) -> dict[UUID, int]:
@@ -536,12 +654,7 @@ _PULL = f"""
 WITH page AS (
     SELECT {CHANGE_COLUMNS}, seq FROM records
     WHERE user_id = $1 AND seq > $2 AND seq <= coalesce($3::bigint, 9223372036854775807) ORDER BY seq LIMIT $4 + 1
-), position AS (
-    SELECT CASE WHEN count(*) > $4 THEN (SELECT seq FROM page ORDER BY seq OFFSET $4 - 1 LIMIT 1)
-                ELSE greatest($2, coalesce($5, max(seq))) END AS seq,
-           count(*) > $4 AS has_more
-    FROM page
-), remembered AS (
+), {_page_end(after="$2", limit="$4", own_up_to="$5")}, remembered AS (
     INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $6, seq FROM position
     ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
 )

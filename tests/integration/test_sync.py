@@ -23,11 +23,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas.sync import SyncResponse
 from service import sync_batch
+from service.db import sync as sync_queries
 from service.db.tables import record_versions
 from service.settings import Settings
 from service.sync import cursor as cursors
 from service.sync.model import Stamp
 from tests.integration.conftest import Client, anonymous, assert_problem, bearer, signup
+from workers.jobs.maintenance import purge_tombstones
 
 MSGPACK = "application/msgpack"
 
@@ -836,6 +838,157 @@ async def test_a_batch_overtaken_on_each_try_without_the_lock_merges_with_every_
     assert result["version"] == 4
     assert (result["record"]["data"]["body"], result["record"]["data"]["tags"]) == ("evening pages", ["rain", "walk"])
     assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [4, 3, 2, 1]
+
+
+# --- batches of new records ----------------------------------------------------------------------
+
+
+async def _a_person_whose_key_the_api_holds(client: Client) -> tuple[Any, Phone, Phone]:
+    """A person with a phone and a tablet, after batches that leave their data key with the API
+    process: from then on a batch of new records is written with nothing read first."""
+    tokens = await anonymous(client)
+    phone, tablet = Phone(client, tokens), Phone(client, tokens)
+    await phone.sync(upsert(new_id(), "journal_entry", journal(body="first words")))
+    await phone.sync(upsert(new_id(), "mood_checkin", checkin()))
+    await tablet.sync()
+    return tokens, phone, tablet
+
+
+def _nothing_read_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make reading a batch's start fail: what is sent then must be written without it."""
+
+    async def read_start(*_: Any, **__: Any) -> None:
+        raise AssertionError("a batch of new records read its start before writing")
+
+    monkeypatch.setattr(sync_queries, "read_start", read_start)
+
+
+async def test_a_batch_of_new_records_is_written_in_one_statement_with_the_changes_for_its_device(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The statement that writes the batch also reads the page its device is sent: the phone's
+    entry written since the tablet's last sync, once, and the tablet's position past both."""
+    _, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    written = new_id()
+    await phone.sync(upsert(written, "journal_entry", journal(body="from the phone")))
+    _nothing_read_first(monkeypatch)
+
+    mine = [new_id() for _ in range(3)]
+    answer = await tablet.sync(*(upsert(record, "mood_checkin", checkin(mood=3)) for record in mine))
+
+    assert [(r["id"], r["status"], r["version"]) for r in answer["results"]] == [(r, "applied", 1) for r in mine]
+    assert [(c["id"], c["data"]["body"]) for c in answer["changes"]] == [(written, "from the phone")]
+    assert not answer["has_more"]
+    assert (await tablet.sync())["changes"] == [], "nothing is sent twice, not even its own"
+    assert [c["id"] for c in (await phone.sync())["changes"]] == mine
+
+
+async def test_a_batch_of_new_records_from_a_device_pages_behind_gets_one_page_and_the_rest_after(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    written = [new_id() for _ in range(5)]
+    await phone.sync(*(upsert(record, "mood_checkin", checkin()) for record in written))
+    _nothing_read_first(monkeypatch)
+
+    mine = new_id()
+    answer = await tablet.sync(upsert(mine, "mood_checkin", checkin()), pull_limit=2)
+
+    assert [r["status"] for r in answer["results"]] == ["applied"]
+    assert answer["has_more"]
+    pulled = [c["id"] for c in answer["changes"]] + [c["id"] for c in await tablet.pull_all(pull_limit=2)]
+    assert pulled == [*written, mine], "its own record comes after the page it was answered with"
+
+
+async def test_a_batch_of_new_records_sent_again_after_a_lost_answer_gets_the_same_answer(client: Client) -> None:
+    tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
+    records = [new_id() for _ in range(3)]
+    batch = phone.request([upsert(record, "journal_entry", journal(body="said once")) for record in records])
+
+    first, again = await phone.post(batch), await phone.post(batch)
+
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["results"] == first.json()["results"]
+    for record in records:
+        assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [1]
+
+
+async def test_a_record_created_again_with_base_version_0_is_applied_over_the_one_stored(client: Client) -> None:
+    """An entry made offline and edited before its create was answered is sent again on base
+    version 0: it is the stored record's next version, not a second record."""
+    tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="a first draft")))
+
+    answer = await phone.sync(upsert(record, "journal_entry", {"body": "a second draft"}))
+
+    assert [(r["status"], r["version"]) for r in answer["results"]] == [("applied", 2)]
+    assert (await current(client, tokens, "journal_entry", record))["data"]["body"] == "a second draft"
+    assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [2, 1]
+
+
+async def test_a_create_sent_again_after_its_deleted_record_was_purged_is_a_duplicate(
+    client: Client, engine: AsyncEngine, settings: Settings
+) -> None:
+    """The record's row is gone, its history is not: the create is recognised, not made again."""
+    tokens, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    record = new_id()
+    create = upsert(record, "mood_checkin", checkin())
+    await phone.sync(create)
+    await phone.sync(delete(record, "mood_checkin", base=1))
+    await tablet.sync()
+    async with engine.begin() as conn:
+        old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
+        await conn.execute(text("UPDATE records SET updated_at = :old WHERE id = :id"), {"old": old, "id": record})
+    assert await purge_tombstones({"engine": engine, "settings": settings}) == 1
+
+    answer = await phone.sync(create)
+
+    assert [(r["status"], r["version"]) for r in answer["results"]] == [("duplicate", 1)]
+    assert_problem(await get_record(client, tokens, "mood_checkin", record), 404)
+
+
+async def test_a_batch_of_new_records_after_the_persons_key_was_destroyed_is_sealed_with_a_new_one(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """The key the API holds is checked against the stored one as the batch is written: text
+    sealed with a destroyed key could never be read again."""
+    tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
+    async with engine.begin() as conn:
+        await conn.execute(text("DELETE FROM data_keys WHERE user_id = :id"), {"id": tokens["user_id"]})
+    record = new_id()
+
+    await phone.sync(upsert(record, "journal_entry", journal(body="still mine to read")))
+
+    assert (await current(client, tokens, "journal_entry", record))["data"]["body"] == "still mine to read"
+
+
+async def test_a_change_committed_while_a_batch_of_new_records_waits_is_sent_with_its_answer(
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another device's write commits after the batch's statement began and before it took its
+    change numbers: the page the statement read misses that change, so it is read again after."""
+    tokens, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    other = new_id()
+    await phone.sync(upsert(other, "journal_entry", journal(body="a second page")))
+    await tablet.sync()
+    _nothing_read_first(monkeypatch)
+    user_id = uuid.UUID(tokens["user_id"])
+
+    async with engine.connect() as holder:
+        await _write_as_another_device(holder, user_id, other, 2, ["rain"])
+        mine = new_id()
+        batch = asyncio.ensure_future(tablet.send([upsert(mine, "mood_checkin", checkin())]))
+        assert await _blocked_by(engine, holder), "the tablet's batch never waited for the other write"
+        await holder.commit()
+    response = await batch
+    assert response.status_code == 200, response.text
+
+    answer = response.json()
+    assert [(r["id"], r["status"]) for r in answer["results"]] == [(mine, "applied")]
+    assert [(c["id"], c["version"], c["data"]["tags"]) for c in answer["changes"]] == [(other, 2, ["rain"])]
+    tablet.cursor = answer["cursor"]
+    assert (await tablet.sync())["changes"] == [], "nothing is left for the tablet, nor sent twice"
 
 
 # --- manifest ------------------------------------------------------------------------------------
