@@ -11,6 +11,7 @@ commit order, so a concurrent pull never skips one.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,8 +55,10 @@ _canonical = msgspec.json.Encoder(order="sorted")
 # without the person's lock, then under it; one more when a retry of the same batch overtook it.
 OPTIMISTIC_ATTEMPTS = 2
 ATTEMPTS = 4
-# Data keys a process holds for batches of new records (Syncer._keys): a few hundred bytes each.
+# Data keys a process holds for batches of new records (Syncer._keys): a few hundred bytes each,
+# each for a few minutes after the person's last batch read it (so not long after an erase).
 KEYS_HELD = 10_000
+KEY_HELD_S = 300.0
 
 
 def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -91,9 +94,10 @@ class Syncer:
         self._master = master_keys
         # Told of each newly applied batch's results (not of replays): the metrics count them.
         self._on_applied = on_applied
-        # The data keys of people who wrote lately, as stored and opened, the oldest first: a batch
-        # of new records is then written with nothing read first (_run_new).
-        self._keys: dict[UUID, tuple[WrappedKey, DataKey]] = {}
+        # The data keys of people who wrote lately, as stored and opened, with when they were read,
+        # the least lately read first: a batch of new records is then written with nothing read
+        # first (_run_new).
+        self._keys: dict[UUID, tuple[WrappedKey, DataKey, float]] = {}
 
     async def sync(self, user_id: UUID, request: SyncRequest) -> SyncResponse:
         """One round trip on a pooled connection.
@@ -141,7 +145,7 @@ class Syncer:
         prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         request_hash = _request_hash(request)
-        held = None if lock else self._keys.get(user_id)
+        held = None if lock else self._held_key(user_id)
         if held is not None and all(m.base_version == 0 for m in mutations):
             answer = await self._run_new(conn, user_id, request, prepared, held, request_hash, after, now)
             if answer is not None:
@@ -282,9 +286,20 @@ class Syncer:
         )
 
     def _hold_key(self, user_id: UUID, stored: WrappedKey, key: DataKey) -> None:
-        if user_id not in self._keys and len(self._keys) >= KEYS_HELD:
+        self._keys.pop(user_id, None)
+        if len(self._keys) >= KEYS_HELD:
             del self._keys[next(iter(self._keys))]
-        self._keys[user_id] = (stored, key)
+        self._keys[user_id] = (stored, key, time.monotonic())
+
+    def _held_key(self, user_id: UUID) -> tuple[WrappedKey, DataKey] | None:
+        held = self._keys.get(user_id)
+        if held is None:
+            return None
+        stored, key, read_at = held
+        if time.monotonic() - read_at > KEY_HELD_S:
+            del self._keys[user_id]
+            return None
+        return stored, key
 
     def _position(self, cursor: str | None, now: datetime) -> int:
         if cursor is None:

@@ -457,13 +457,15 @@ SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($11, '')) FROM even
 
 # A batch of new records needs nothing read before its write: the next change numbers are taken
 # whatever the last one is (waiting for a write still running, as the person's lock would), the
-# key the rows are sealed with must still be the person's ($18, as stored), and the page of
-# changes after the device's position ($16, up to $17 of them) is read in the statement's snapshot.
-# That page is whole only when the snapshot holds every change before the claimed ones (`fresh`):
-# the device's new position is then remembered here, as a pull would (_page_end).
+# key the rows are sealed with must still be the person's ($18, as stored; locked, so that an
+# erase destroying it meanwhile is waited for and seen), and the page of changes after the
+# device's position ($16, up to $17 of them) is read in the statement's snapshot. That page is
+# whole only when the snapshot holds every change before the claimed ones (`fresh`): the device's
+# new position is then remembered here, as a pull would (_page_end).
 _SAVE_NEW_BATCH = f"""
 WITH claimed AS (
-    INSERT INTO sync_state (user_id, last_seq) SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $18
+    INSERT INTO sync_state (user_id, last_seq)
+    SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $18 FOR KEY SHARE
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + excluded.last_seq
     RETURNING last_seq
 ), {_WRITES.format(updated_at="now()")}, page AS (

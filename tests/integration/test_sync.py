@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -854,6 +855,25 @@ async def _a_person_whose_key_the_api_holds(client: Client) -> tuple[Any, Phone,
     return tokens, phone, tablet
 
 
+def _tries_of_new_batches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What became of each batch written as new records: "written", "not new" (a record, its
+    history or the batch's receipt was stored: nothing written) or "key changed"."""
+    tries: list[str] = []
+    save_new_batch = sync_queries.save_new_batch
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        try:
+            saved = await save_new_batch(*args, **kwargs)
+        except asyncpg.UniqueViolationError:
+            tries.append("not new")
+            raise
+        tries.append("written" if saved is not None else "key changed")
+        return saved
+
+    monkeypatch.setattr(sync_queries, "save_new_batch", spy)
+    return tries
+
+
 def _nothing_read_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make reading a batch's start fail: what is sent then must be written without it."""
 
@@ -864,7 +884,7 @@ def _nothing_read_first(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 async def test_a_batch_of_new_records_is_written_in_one_statement_with_the_changes_for_its_device(
-    client: Client, monkeypatch: pytest.MonkeyPatch
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The statement that writes the batch also reads the page its device is sent: the phone's
     entry written since the tablet's last sync, once, and the tablet's position past both."""
@@ -879,6 +899,11 @@ async def test_a_batch_of_new_records_is_written_in_one_statement_with_the_chang
     assert [(r["id"], r["status"], r["version"]) for r in answer["results"]] == [(r, "applied", 1) for r in mine]
     assert [(c["id"], c["data"]["body"]) for c in answer["changes"]] == [(written, "from the phone")]
     assert not answer["has_more"]
+    async with engine.connect() as conn:
+        remembered = await conn.scalar(
+            text("SELECT seq FROM device_cursors WHERE device_id = :device"), {"device": tablet.id}
+        )
+    assert remembered == cursors.decode(answer["cursor"]).seq, "purges wait for the position the tablet was given"
     assert (await tablet.sync())["changes"] == [], "nothing is sent twice, not even its own"
     assert [c["id"] for c in (await phone.sync())["changes"]] == mine
 
@@ -900,35 +925,50 @@ async def test_a_batch_of_new_records_from_a_device_pages_behind_gets_one_page_a
     assert pulled == [*written, mine], "its own record comes after the page it was answered with"
 
 
-async def test_a_batch_of_new_records_sent_again_after_a_lost_answer_gets_the_same_answer(client: Client) -> None:
+async def test_a_batch_of_new_records_sent_again_after_a_lost_answer_gets_the_same_answer(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
+    tries = _tries_of_new_batches(monkeypatch)
     records = [new_id() for _ in range(3)]
     batch = phone.request([upsert(record, "journal_entry", journal(body="said once")) for record in records])
 
     first, again = await phone.post(batch), await phone.post(batch)
 
     assert first.status_code == again.status_code == 200, again.text
+    assert tries == ["written", "not new"]
     assert again.json()["results"] == first.json()["results"]
     for record in records:
         assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [1]
 
 
-async def test_a_record_created_again_with_base_version_0_is_applied_over_the_one_stored(client: Client) -> None:
+@pytest.mark.parametrize(
+    ("sent", "tried"),
+    [(journal(body="a second draft"), ["not new"]), ({"body": "a second draft"}, [])],
+    ids=["whole", "some-fields"],
+)
+async def test_a_record_created_again_with_base_version_0_is_applied_over_the_one_stored(
+    client: Client, monkeypatch: pytest.MonkeyPatch, sent: dict[str, Any], tried: list[str]
+) -> None:
     """An entry made offline and edited before its create was answered is sent again on base
-    version 0: it is the stored record's next version, not a second record."""
+    version 0: it is the stored record's next version, not a second record. Sent whole, it is
+    tried as a new record and found stored; with some fields only, it is not even tried: as a
+    new record it would be refused."""
     tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
     record = new_id()
     await phone.sync(upsert(record, "journal_entry", journal(body="a first draft")))
+    tries = _tries_of_new_batches(monkeypatch)
 
-    answer = await phone.sync(upsert(record, "journal_entry", {"body": "a second draft"}))
+    answer = await phone.sync(upsert(record, "journal_entry", sent))
 
+    assert tries == tried
     assert [(r["status"], r["version"]) for r in answer["results"]] == [("applied", 2)]
     assert (await current(client, tokens, "journal_entry", record))["data"]["body"] == "a second draft"
     assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [2, 1]
 
 
 async def test_a_create_sent_again_after_its_deleted_record_was_purged_is_a_duplicate(
-    client: Client, engine: AsyncEngine, settings: Settings
+    client: Client, engine: AsyncEngine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The record's row is gone, its history is not: the create is recognised, not made again."""
     tokens, phone, tablet = await _a_person_whose_key_the_api_holds(client)
@@ -941,26 +981,51 @@ async def test_a_create_sent_again_after_its_deleted_record_was_purged_is_a_dupl
         old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
         await conn.execute(text("UPDATE records SET updated_at = :old WHERE id = :id"), {"old": old, "id": record})
     assert await purge_tombstones({"engine": engine, "settings": settings}) == 1
+    tries = _tries_of_new_batches(monkeypatch)
 
     answer = await phone.sync(create)
 
+    assert tries == ["not new"]
     assert [(r["status"], r["version"]) for r in answer["results"]] == [("duplicate", 1)]
     assert_problem(await get_record(client, tokens, "mood_checkin", record), 404)
 
 
 async def test_a_batch_of_new_records_after_the_persons_key_was_destroyed_is_sealed_with_a_new_one(
-    client: Client, engine: AsyncEngine
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The key the API holds is checked against the stored one as the batch is written: text
     sealed with a destroyed key could never be read again."""
     tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
     async with engine.begin() as conn:
         await conn.execute(text("DELETE FROM data_keys WHERE user_id = :id"), {"id": tokens["user_id"]})
+    tries = _tries_of_new_batches(monkeypatch)
     record = new_id()
 
     await phone.sync(upsert(record, "journal_entry", journal(body="still mine to read")))
 
+    assert tries == ["key changed"]
     assert (await current(client, tokens, "journal_entry", record))["data"]["body"] == "still mine to read"
+
+
+async def test_a_batch_of_new_records_waits_for_an_erase_destroying_the_key_and_is_not_sealed_with_it(
+    client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key is destroyed by a transaction that commits after the batch's statement began: the
+    statement waits for it and writes nothing with the destroyed key."""
+    tokens, phone, _ = await _a_person_whose_key_the_api_holds(client)
+    tries = _tries_of_new_batches(monkeypatch)
+    record = new_id()
+
+    async with engine.connect() as eraser:
+        await eraser.execute(text("DELETE FROM data_keys WHERE user_id = :id"), {"id": tokens["user_id"]})
+        batch = asyncio.ensure_future(phone.send([upsert(record, "journal_entry", journal(body="kept readable"))]))
+        assert await _blocked_by(engine, eraser), "the batch never waited for the key's destruction"
+        await eraser.commit()
+    response = await batch
+
+    assert response.status_code == 200, response.text
+    assert tries == ["key changed"]
+    assert (await current(client, tokens, "journal_entry", record))["data"]["body"] == "kept readable"
 
 
 async def test_a_change_committed_while_a_batch_of_new_records_waits_is_sent_with_its_answer(
