@@ -80,8 +80,19 @@ async def test_devices_converge_and_no_text_is_lost(client: Client, seed: int, a
     for phone in phones:
         await phone.sync(send)
 
+    def create(phone: Device) -> None:
+        new_id, body = uuid.uuid4(), sentence(rng)
+        typed.add(body)
+        ids.append(new_id)
+        phone.edit("journal_entry", new_id, whole({"occurred_at": tick().isoformat(), "body": body}), tick())
+
     for _round in range(4):
         for phone in phones:  # offline edits
+            if rng.random() < 0.3:
+                # Only new entries: a batch the server writes with nothing read first.
+                for _ in range(rng.randint(1, 3)):
+                    create(phone)
+                continue
             for _ in range(rng.randint(1, 3)):
                 record_id = rng.choice(ids)
                 current = phone.record(record_id)
@@ -101,12 +112,7 @@ async def test_devices_converge_and_no_text_is_lost(client: Client, seed: int, a
                 elif action < 0.95:
                     phone.delete(record_id, tick())
                 else:
-                    new_id, body = uuid.uuid4(), sentence(rng)
-                    typed.add(body)
-                    ids.append(new_id)
-                    phone.edit(
-                        "journal_entry", new_id, whole({"occurred_at": tick().isoformat(), "body": body}), tick()
-                    )
+                    create(phone)
         order = phones[:]
         rng.shuffle(order)
         if at_once:
