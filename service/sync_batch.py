@@ -423,11 +423,8 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
 def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[Record]:
     """Records that got new versions, in the order of their last change: the order of their
     change numbers."""
-    order: dict[UUID, None] = {}
-    for version in written:
-        order.pop(version.record_id, None)
-        order[version.record_id] = None
-    return [current[rid] for rid in order if current[rid].version != before.get(rid)]
+    last_first = dict.fromkeys(version.record_id for version in reversed(written))
+    return [record for rid in reversed(last_first) if (record := current[rid]).version != before.get(rid)]
 
 
 def _wire_result(result: Result, updated_at: datetime) -> MutationResult:

@@ -496,18 +496,16 @@ def _write_arguments(
     newest of each changed record also carries its place among the changes (and its stamps), and
     becomes the record's current state, a plain insert unless its id is in `stored`."""
     current = {record.id: (place, record) for place, record in enumerate(changed, 1)}
-    newest = {version.record_id: n for n, version in enumerate(written)}
     rows: list[_Saved] = []
     blobs: list[bytes | None] = []
     stamps: list[bytes | None] = []
-    for n, (v, (plain, sealed)) in enumerate(
-        zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True)
-    ):
+    for v, (plain, sealed) in zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True):
         row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
         if v.device_id != device_id:
             row.device_id = v.device_id
-        if newest[v.record_id] == n and v.record_id in current:
-            place, record = current[v.record_id]
+        # A changed record's newest version is the one its state is at.
+        if (entry := current.get(v.record_id)) is not None and entry[1].version == v.version:
+            place, record = entry
             row.seq = place
             if record.changed_at != v.changed_at:
                 row.record_changed_at = record.changed_at
