@@ -273,8 +273,8 @@ def validate_patch(kind: str, data: object) -> dict[str, Any]:
 
 
 def _convert(cls: type[RecordData], kind: str, data: object) -> RecordData:
-    sent_by_client = sorted(SERVER_SET_FIELDS.get(kind, frozenset()) & data.keys()) if isinstance(data, dict) else []
-    if sent_by_client:
+    server_set = SERVER_SET_FIELDS.get(kind)
+    if server_set and isinstance(data, dict) and (sent_by_client := sorted(server_set & data.keys())):
         raise Invalid(f"data.{sent_by_client[0]}", "is set by the server")
     try:
         return msgspec.convert(data, cls)
@@ -284,8 +284,10 @@ def _convert(cls: type[RecordData], kind: str, data: object) -> RecordData:
 
 def _check_fields(kind: str, record: RecordData) -> None:
     """Rules msgspec constraints cannot say."""
+    if kind != "preferences":
+        return
     timezone = getattr(record, "timezone", msgspec.UNSET)
-    if kind == "preferences" and timezone is not msgspec.UNSET and timezone not in _TIMEZONES:
+    if timezone is not msgspec.UNSET and timezone not in _TIMEZONES:
         raise Invalid("data.timezone", "must be an IANA time zone name")
 
 
