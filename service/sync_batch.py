@@ -372,24 +372,20 @@ def _request_hash(request: SyncRequest) -> bytes:
 
 def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mutation | Result:
     """Check one mutation against its kind's rules; a refusal is that mutation's result."""
-
-    def refuse(code: ErrorCode, message: str, path: str) -> Result:
-        return Result(id=m.id, status="rejected", error=MutationError(code=code, message=message, path=path))
-
     if m.kind in kinds.READ_ONLY_KINDS:
-        return refuse("read_only_kind", f"{m.kind} records are written by the server only", "kind")
+        return _refuse(m, "read_only_kind", f"{m.kind} records are written by the server only", "kind")
     if m.kind not in kinds.KINDS:
-        return refuse("unknown_kind", f"unknown kind {m.kind!r}; known: {', '.join(sorted(kinds.KINDS))}", "kind")
+        return _refuse(m, "unknown_kind", f"unknown kind {m.kind!r}; known: {', '.join(sorted(kinds.KINDS))}", "kind")
     if m.kind == "preferences" and m.id != user_id:
-        return refuse("invalid", "the preferences record's id is the user id", "id")
+        return _refuse(m, "invalid", "the preferences record's id is the user id", "id")
     if m.op == "delete":
         if m.data:
-            return refuse("invalid", "a delete carries no data", "data")
+            return _refuse(m, "invalid", "a delete carries no data", "data")
         data: dict[str, Any] = {}
         whole = None
     else:
         if m.data is None:
-            return refuse("invalid", "is required for an upsert", "data")
+            return _refuse(m, "invalid", "is required for an upsert", "data")
         # Field by field; whether the whole record is complete is known only once
         # it is clear this is a create: a record made offline and edited again
         # before a sync is sent with base_version 0 and only the changes. A create
@@ -402,7 +398,7 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
             try:
                 data = kinds.validate_patch(m.kind, m.data)
             except kinds.Invalid as invalid:
-                return refuse("invalid", invalid.message, invalid.path)
+                return _refuse(m, "invalid", invalid.message, invalid.path)
     # Everything that makes this mutation this one: a re-send matches, another record never does.
     fingerprint = hashlib.sha256(
         _canonical.encode([m.id, m.kind, m.op, m.base_version, m.changed_at, data, device_id])
@@ -418,6 +414,10 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         fingerprint=fingerprint,
         whole=whole,
     )
+
+
+def _refuse(m: MutationIn, code: ErrorCode, message: str, path: str) -> Result:
+    return Result(id=m.id, status="rejected", error=MutationError(code=code, message=message, path=path))
 
 
 def _changed_in_order(current: dict[UUID, Record], before: dict[UUID, int], written: list[Written]) -> list[Record]:

@@ -501,7 +501,7 @@ def _write_arguments(
     stamps: list[bytes | None] = []
     for v, (plain, sealed) in zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True):
         row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
-        if v.device_id != device_id:
+        if v.device_id is not device_id and v.device_id != device_id:  # UUID's == is Python code
             row.device_id = v.device_id
         # A changed record's newest version is the one its state is at.
         if (entry := current.get(v.record_id)) is not None and entry[1].version == v.version:
