@@ -179,18 +179,7 @@ class Syncer:
         results = [_wire_result(r, start.now) for r in core_results]
         # The page read with the start (when its snapshot holds every change up to last_seq): the
         # device's new position is then known before the write, which remembers it.
-        page = (
-            queries.page_before(
-                start.page,
-                key,
-                limit=request.pull_limit,
-                after=after,
-                own_up_to=own_up_to,
-                rewritten={record.id for record in changed},
-            )
-            if start.page is not None
-            else None
-        )
+        page = _page_of(start.page, key, request, after, own_up_to, changed)
         if not await queries.save_batch(
             conn,
             key,
@@ -247,20 +236,9 @@ class Syncer:
         if saved is None:
             self._keys.pop(user_id, None)
             return None
-        last_seq = saved.last_seq - len(changed)
-        page = (
-            queries.page_before(
-                saved.page,
-                key[1],
-                limit=request.pull_limit,
-                after=after,
-                own_up_to=saved.last_seq,
-                rewritten={record.id for record in changed},
-            )
-            if saved.page is not None
-            else None
-        )
-        return await self._answer(conn, user_id, key[1], request, after, (last_seq, saved.last_seq), results, page, now)
+        page = _page_of(saved.page, key[1], request, after, saved.last_seq, changed)
+        numbers = (saved.last_seq - len(changed), saved.last_seq)
+        return await self._answer(conn, user_id, key[1], request, after, numbers, results, page, now)
 
     async def _answer(
         self,
@@ -413,6 +391,23 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         data=data,
         fingerprint=fingerprint,
         whole=whole,
+    )
+
+
+def _page_of(
+    rows: list[tuple[Any, ...]] | None,
+    key: DataKey,
+    request: SyncRequest,
+    after: int,
+    own_up_to: int,
+    changed: list[Record],
+) -> queries.Page | None:
+    """The page a batch's device is sent, from the rows read before or with its write; None when
+    none could be (the page is then pulled after the write)."""
+    if rows is None:
+        return None
+    return queries.page_before(
+        rows, key, limit=request.pull_limit, after=after, own_up_to=own_up_to, rewritten={r.id for r in changed}
     )
 
 

@@ -148,12 +148,30 @@ def _page_end(*, after: str, limit: str, own_up_to: str) -> str:
 )"""  # noqa: S608
 
 
+def _page(*, after: str, limit: str, up_to: str | None = None) -> str:
+    """The person's changes after `after` (and not after `up_to`), oldest first, `limit` + 1 of
+    them. Both ends of the range bound the index scan: as a filter, the upper end made the scan
+    read (and throw away) every change after it, such as all of a batch's own just written."""
+    upper = f" AND seq <= {up_to}" if up_to else ""
+    return (
+        f"SELECT {CHANGE_COLUMNS}, seq FROM records "  # noqa: S608
+        f"WHERE user_id = $1 AND seq > {after}{upper} ORDER BY seq LIMIT {limit} + 1"
+    )
+
+
+def _remember(position: str) -> str:
+    """A statement's `remembered`: the device's new position, from the query `position` (rows of
+    user id, device id and change number), kept for tombstone purges."""
+    return f"""remembered AS (
+    INSERT INTO device_cursors (user_id, device_id, seq) {position}
+    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
+)"""
+
+
 _START_ROWS = f"""
 SELECT head.*, t.*, {_nulls(_PAGE_SEQ + 1)} FROM head LEFT JOIN ({_TARGETS}) t ON head.request_hash IS NULL
 UNION ALL
-SELECT {_nulls(_PAGE_AT)}, p.* FROM (
-    SELECT {CHANGE_COLUMNS}, seq FROM records WHERE user_id = $1 AND seq > $6 ORDER BY seq LIMIT $7 + 1
-) p WHERE (SELECT request_hash FROM head) IS NULL
+SELECT {_nulls(_PAGE_AT)}, p.* FROM ({_page(after="$6", limit="$7")}) p WHERE (SELECT request_hash FROM head) IS NULL
 """  # noqa: S608
 _START = f"""
 WITH head AS ({_HEAD.format(last_seq="s.last_seq", seen="s.last_seq", source=f"(SELECT {_SEEN} AS last_seq) AS s")})
@@ -447,11 +465,8 @@ WITH claimed AS (
     INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $17::bigint + $3::bigint)
     ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $17
     RETURNING last_seq
-), {_WRITES.format(updated_at="$18")}, remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq)
-    SELECT $1, $15, $16 WHERE $16::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)
-    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
-)
+), {_WRITES.format(updated_at="$18")},
+{_remember("SELECT $1, $15, $16 WHERE $16::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)")}
 SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($11, '')) FROM event)
 """  # noqa: S608
 
@@ -468,15 +483,10 @@ WITH claimed AS (
     SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $18 FOR KEY SHARE
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + excluded.last_seq
     RETURNING last_seq
-), {_WRITES.format(updated_at="now()")}, page AS (
-    SELECT {CHANGE_COLUMNS}, seq FROM records WHERE user_id = $1 AND seq > $16 ORDER BY seq LIMIT $17 + 1
-), fresh AS (
+), {_WRITES.format(updated_at="now()")}, page AS ({_page(after="$16", limit="$17")}), fresh AS (
     SELECT last_seq FROM claimed WHERE last_seq - $3::bigint = {_SEEN}
-), {_page_end(after="$16", limit="$17", own_up_to="(SELECT last_seq FROM fresh)")}, remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq)
-    SELECT $1, $15, seq FROM position WHERE EXISTS (SELECT FROM fresh)
-    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
-)
+), {_page_end(after="$16", limit="$17", own_up_to="(SELECT last_seq FROM fresh)")},
+{_remember("SELECT $1, $15, seq FROM position WHERE EXISTS (SELECT FROM fresh)")}
 SELECT c.last_seq, (SELECT count(pg_notify($11, '')) FROM event), EXISTS (SELECT FROM fresh), page.*
 FROM claimed c LEFT JOIN page ON EXISTS (SELECT FROM fresh) ORDER BY page.seq
 """  # noqa: S608
@@ -648,16 +658,9 @@ class Page(msgspec.Struct, frozen=True):
     position: int
 
 
-# Both ends of the page's range bound the index scan: as a filter, the upper end made the scan read
-# (and throw away) every change after it, such as all of the batch's own just written.
 _PULL = f"""
-WITH page AS (
-    SELECT {CHANGE_COLUMNS}, seq FROM records
-    WHERE user_id = $1 AND seq > $2 AND seq <= coalesce($3::bigint, 9223372036854775807) ORDER BY seq LIMIT $4 + 1
-), {_page_end(after="$2", limit="$4", own_up_to="$5")}, remembered AS (
-    INSERT INTO device_cursors (user_id, device_id, seq) SELECT $1, $6, seq FROM position
-    ON CONFLICT (user_id, device_id) DO UPDATE SET seq = excluded.seq, updated_at = now()
-)
+WITH page AS ({_page(after="$2", limit="$4", up_to="coalesce($3::bigint, 9223372036854775807)")}),
+{_page_end(after="$2", limit="$4", own_up_to="$5")}, {_remember("SELECT $1, $6, seq FROM position")}
 SELECT page.*, position.seq, position.has_more, k.master_key_id, k.wrapped
 FROM position LEFT JOIN page ON true LEFT JOIN data_keys k ON k.user_id = $1 ORDER BY page.seq
 """  # noqa: S608

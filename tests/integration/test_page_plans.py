@@ -26,7 +26,8 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
 ) -> None:
     """Statistics taken before a person wrote 5,000 records say they have almost none: Postgres
     would then read all their rows after the cursor and sort them, for every page of a first
-    sync. On the API's connections a page is the first rows of the (user_id, seq) index."""
+    sync. On the API's connections a page is the first rows of the (user_id, seq) index, in a
+    pull, with a batch's start, and with a batch of new records."""
     engine: AsyncEngine = create_engine(settings, pool_size=1, server_settings=API_SERVER_SETTINGS)
     try:
         async with engine.connect() as conn:
@@ -58,6 +59,27 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
                         uuid.uuid4(),
                         0,
                         500,
+                    ),
+                    "new records": await driver.fetchval(
+                        "EXPLAIN (FORMAT JSON) " + queries._SAVE_NEW_BATCH,
+                        user_id,
+                        "[]",
+                        0,
+                        uuid.uuid4(),
+                        b"",
+                        b"",
+                        0,
+                        0,
+                        0,
+                        None,
+                        "",
+                        [],
+                        [],
+                        [],
+                        uuid.uuid4(),
+                        0,
+                        500,
+                        b"",
                     ),
                 }
             finally:
