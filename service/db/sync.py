@@ -14,7 +14,7 @@ wrote is sealed here on the way in and opened on the way out
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,8 +34,10 @@ from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
 # per statement.
 Driver = Any
 
-# Stamps are stored as MessagePack, device ids as 16 bytes (migration 0007).
-_stamps = msgspec.msgpack.Decoder(dict[str, Stamp])
+# Stamps are stored as MessagePack, device ids as 16 bytes (migration 0007); a field's stamp that
+# is its record's own is stored as nil (migration 0008, pack_stamps).
+_stamps = msgspec.msgpack.Decoder(dict[str, Stamp | None])
+_whole_stamps = msgspec.msgpack.Decoder(dict[str, Stamp])
 _pack_stamps = msgspec.msgpack.Encoder(uuid_format="bytes")
 # JSONB is read as text and decoded here: msgspec is several times faster than the driver's json.loads.
 _data = msgspec.json.Decoder(dict[str, Any])
@@ -251,7 +253,7 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
                 version=row[2],
                 deleted=row[3],
                 data=reveal(key, row[0], _data.decode(row[4]), row[5]),
-                stamps=_stamps.decode(row[6]),
+                stamps=open_stamps(row[6], row[7], row[8]),
                 changed_at=row[7],
                 device_id=row[8],
             )
@@ -294,6 +296,30 @@ def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
         changed_at=row[5],
         device_id=row[6],
     )
+
+
+def pack_stamps(stamps: Mapping[str, Stamp], changed_at: datetime, device_id: UUID | None) -> bytes:
+    """A record's stamps as its row keeps them beside its `changed_at` and `device_id`: a field
+    set at the record's own time on its own device, as every field of a new record is, is nil.
+    Whole, the stamps were a fifth of a new record's row and of what a batch sends Postgres."""
+    own: Stamp | None = None
+    packed: dict[str, Stamp | None] = {}
+    for field, stamp in stamps.items():
+        # A new record's fields share one stamp: after the first, one identity check each.
+        if stamp is own or (own is None and stamp.at == changed_at and stamp.device == device_id):
+            own = stamp
+            packed[field] = None
+        else:
+            packed[field] = stamp
+    return _pack_stamps.encode(packed)
+
+
+def open_stamps(packed: bytes, changed_at: datetime, device_id: UUID | None) -> dict[str, Stamp]:
+    """pack_stamps undone, with the `changed_at` and `device_id` of the same row."""
+    if device_id is None:  # a row without a device has no nil (pack_stamps)
+        return _whole_stamps.decode(packed)
+    own = Stamp(changed_at, device_id)
+    return {field: own if stamp is None else stamp for field, stamp in _stamps.decode(packed).items()}
 
 
 async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], sealer: Sealer) -> None:
@@ -344,7 +370,7 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
             [r.deleted for _, _, r in numbered],
             [_json.encode(plain).decode() for plain, _ in stored],
             [sealed for _, sealed in stored],
-            [_pack_stamps.encode(r.stamps) for _, _, r in numbered],
+            [pack_stamps(r.stamps, r.changed_at, r.device_id) for _, _, r in numbered],
             [r.changed_at for _, _, r in numbered],
             [r.device_id for _, _, r in numbered],
             [seq for _, seq, _ in numbered],
@@ -521,7 +547,7 @@ def _write_arguments(
                 row.record_changed_at = record.changed_at
             if record.id not in stored:
                 row.new = True
-            stamps.append(_pack_stamps.encode(record.stamps))
+            stamps.append(pack_stamps(record.stamps, record.changed_at, v.device_id))
         else:
             stamps.append(None)
         rows.append(row)

@@ -136,8 +136,9 @@ records = Table(
     # The plain fields; the private ones are in `sealed` (service/envelope.py).
     Column("data", JSONB, nullable=False),
     Column("sealed", LargeBinary, nullable=True),
-    # {field: [changed_at, device_id]}: who last set each field, and when. MessagePack: only the
-    # sync path reads them, whole (service/db/sync.py).
+    # {field: [changed_at, device_id]}: who last set each field, and when; nil for the row's own
+    # changed_at and device_id. MessagePack: only the sync path reads them, whole
+    # (service/db/sync.py, pack_stamps).
     Column("stamps", LargeBinary, nullable=False),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("device_id", Uuid, nullable=True),

@@ -127,6 +127,38 @@ async def test_stamps_stored_as_json_come_through_the_move_to_msgpack_and_back(s
         assert msgspec.json.decode(stored, type=dict[str, Stamp]) == expected
 
 
+async def test_a_new_records_stamps_are_written_out_for_the_release_before(settings: Settings) -> None:
+    """A record synced now keeps its own stamp as nil for each field; going down to release
+    0007, each field gets that stamp written out, as 0007 reads stamps."""
+    async with scratch_database(settings) as (scratch, engine):
+        await migrate.upgrade(engine)
+        async with serve(create_app(scratch)) as client:
+            tokens = await signup(client, email="stamps@example.org")
+            entry, device = uuid.uuid4(), uuid.uuid4()
+            data = {"occurred_at": datetime.now(UTC).isoformat(), "mood": 6, "note": "tired but here"}
+            mutation = {"id": str(entry), "kind": "mood_checkin", "op": "upsert", "base_version": 0, "data": data}
+            mutation["changed_at"] = data["occurred_at"]
+            answer = await client.post(
+                "/v1/sync",
+                json={"device_id": str(device), "batch_id": str(uuid.uuid4()), "mutations": [mutation]},
+                headers=bearer(tokens),
+            )
+            assert answer.json()["results"][0]["status"] == "applied", answer.text
+
+        select = text("SELECT stamps, changed_at FROM records WHERE id = :id")
+        async with engine.connect() as conn:
+            packed, changed_at = (await conn.execute(select, {"id": entry})).one()
+        assert set(msgspec.msgpack.decode(packed).values()) == {None}
+
+        await migrate.downgrade(engine, "0007")
+        async with engine.connect() as conn:
+            packed, _ = (await conn.execute(select, {"id": entry})).one()
+        stamps = msgspec.msgpack.decode(packed, type=dict[str, Stamp])
+        assert set(stamps) >= {"occurred_at", "mood", "note"}
+        assert set(stamps.values()) == {Stamp(changed_at, device)}
+        await migrate.upgrade(engine)
+
+
 async def _write_as_release_0004(
     conn: AsyncConnection,
     user_id: uuid.UUID,

@@ -712,10 +712,12 @@ async def _write_as_another_device(holder: Any, user_id: uuid.UUID, record: str,
         "sealed, now(), $5 FROM record_versions WHERE user_id = $1 AND record_id = $2 AND version = $3 - 1",
         (user_id, uuid.UUID(record), version, json.dumps(tags), uuid.uuid4()),
     )
-    stamps = msgspec.msgpack.decode(
-        await holder.scalar(text("SELECT stamps FROM records WHERE id = :id"), {"id": uuid.UUID(record)}),
-        type=dict[str, Stamp],
-    )
+    row = (
+        await holder.execute(
+            text("SELECT stamps, changed_at, device_id FROM records WHERE id = :id"), {"id": uuid.UUID(record)}
+        )
+    ).one()
+    stamps = sync_queries.open_stamps(*row)
     stamps["tags"] = Stamp(at=datetime.now(UTC), device=uuid.uuid4())
     await holder.exec_driver_sql(
         "UPDATE records SET version = $4, data = jsonb_set(data, '{tags}', $5::jsonb), stamps = $3, "
