@@ -27,7 +27,7 @@ from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
 from service.auth.tokens import jwt_auth, protect_only_v1
-from service.db.engine import API_SERVER_SETTINGS, create_engine
+from service.db.engine import API_SERVER_SETTINGS, DriverPool, create_engine
 from service.db.migrate import head_revision
 from service.envelope import MasterKeys
 from service.health import HealthCheck
@@ -50,6 +50,10 @@ def app_from_environment() -> Litestar:
 def create_app(settings: Settings) -> Litestar:
     configure_logging(settings.log_level)
     engine = create_engine(settings, server_settings=API_SERVER_SETTINGS)
+    # The sync path's own connections (DriverPool); everything else uses the engine's.
+    driver_pool = DriverPool(
+        settings.database_url, size=settings.db_sync_pool_size, server_settings=API_SERVER_SETTINGS
+    )
     redis = create_redis(settings)
     auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)
     master_keys = MasterKeys.parse(settings.master_keys)
@@ -70,6 +74,7 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             await redis.aclose()
+            await driver_pool.close()
             await engine.dispose()
 
     def singleton(value: object) -> Provide:
@@ -90,6 +95,7 @@ def create_app(settings: Settings) -> Litestar:
         dependencies={
             "settings": singleton(settings),
             "engine": singleton(engine),
+            "driver_pool": singleton(driver_pool),
             "redis": singleton(redis),
             "passwords": singleton(passwords),
             "sessions": singleton(sessions),
@@ -97,7 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             "master_keys": singleton(master_keys),
             "syncer": singleton(
                 Syncer(
-                    engine=engine,
+                    pool=driver_pool,
                     tombstone_retention=timedelta(days=settings.tombstone_retention_days),
                     master_keys=master_keys,
                     on_applied=api_metrics.observe_sync,

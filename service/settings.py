@@ -59,6 +59,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Database pool of one API process.
     db_pool_size: int = 10
     db_max_overflow: int = 10
+    # The sync path's own connections in one API process (service.db.engine.DriverPool).
+    db_sync_pool_size: int = 10
     # Sync: deletions are kept this long; an older cursor must start over.
     tombstone_retention_days: int = 90
     # Workers
@@ -131,6 +133,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             api_processes=get.integer("API_PROCESSES", 1, low=1, high=64),
             db_pool_size=get.integer("DB_POOL_SIZE", 10, low=1),
             db_max_overflow=get.integer("DB_MAX_OVERFLOW", 10, low=0),
+            db_sync_pool_size=get.integer("DB_SYNC_POOL_SIZE", 10, low=1),
             tombstone_retention_days=get.integer("TOMBSTONE_RETENTION_DAYS", 90, low=1),
             worker_heartbeat_s=get.number("WORKER_HEARTBEAT", 5.0, low=0.1),
             worker_shutdown_grace_s=get.integer("WORKER_SHUTDOWN_GRACE", 20, low=0),

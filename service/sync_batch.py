@@ -19,7 +19,6 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from schemas import records as kinds
 from schemas.sync import (
@@ -39,7 +38,7 @@ from schemas.sync import (
 )
 from service.db import keys as data_keys
 from service.db import sync as queries
-from service.db.engine import driver_connection, driver_transaction
+from service.db.engine import DriverPool
 from service.db.errors import owner_gone
 from service.db.sync import Driver
 from service.envelope import DataKey, MasterKeys, WrappedKey
@@ -77,19 +76,19 @@ POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finaliz
 
 
 class Syncer:
-    """Sync round trips on connections of the engine it is given. The sync handler asks for this
+    """Sync round trips on connections of the pool it is given. The sync handler asks for this
     alone: Litestar resolves two or more dependencies of a handler concurrently, in a task group
     whose set-up cost more than a pull of a page."""
 
     def __init__(
         self,
         *,
-        engine: AsyncEngine,
+        pool: DriverPool,
         tombstone_retention: timedelta,
         master_keys: MasterKeys,
         on_applied: Callable[[list[MutationResult]], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._pool = pool
         self._retention = tombstone_retention
         self._master = master_keys
         # Told of each newly applied batch's results (not of replays): the metrics count them.
@@ -111,9 +110,9 @@ class Syncer:
         """
         for attempt in range(1, ATTEMPTS + 1):
             locked = attempt > OPTIMISTIC_ATTEMPTS
-            connect = driver_transaction if locked and request.mutations else driver_connection
+            connect = self._pool.transaction if locked and request.mutations else self._pool.connection
             try:
-                async with connect(self._engine) as conn:
+                async with connect() as conn:
                     answer = await self.run(conn, user_id, request, lock=locked)
             except asyncpg.UniqueViolationError as error:
                 # A retry of this batch ran meanwhile: run again, which answers what it stored.

@@ -25,7 +25,7 @@ from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
 from service.db import keys as data_keys
 from service.db import sync as queries
-from service.db.engine import driver_connection
+from service.db.engine import DriverPool
 from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
 from service.sync_batch import Syncer
@@ -123,11 +123,11 @@ class SyncController(Controller):
         self,
         request: Request[Principal, Token, Any],
         batch_id: FromPath[UUID],
-        engine: NamedDependency[AsyncEngine],
+        driver_pool: NamedDependency[DriverPool],
         master_keys: NamedDependency[MasterKeys],
     ) -> BatchReceipt:
         """What became of a batch this user sent, without sending anything again."""
-        async with driver_connection(engine) as conn:
+        async with driver_pool.connection() as conn:
             # Whoever sent a batch has a data key: it is made with their first write.
             key = await data_keys.read(conn, master_keys, request.user.user_id)
             stored = await queries.find_batch(conn, key, batch_id) if key else None

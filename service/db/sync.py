@@ -4,9 +4,9 @@ Whole batches go in at once: lookups as arrays (`unnest`), a batch's new rows
 as one JSON document beside binary arrays (save_batch). A batch is two
 statements: what it starts from, with the page its device is sent (read_start),
 and its writes (save_batch); a batch of new records is one (save_new_batch).
-The statements of a sync round trip are sent on the asyncpg connection itself
-(`Driver`, from service.db.engine.driver_connection, or driver_transaction under
-the lock): SQLAlchemy's work per statement cost more than the statement. The
+The statements of a sync round trip are sent on asyncpg connections of their own
+(`Driver`, from service.db.engine.DriverPool, in a transaction under the lock):
+SQLAlchemy's work per statement cost more than the statement. The
 rest (workers, the records API) runs through SQLAlchemy connections. What people
 wrote is sealed here on the way in and opened on the way out
 (service/envelope.py), so the rules above see whole records.
@@ -29,9 +29,8 @@ from service import outbox
 from service.envelope import DataKey, MasterKeys, Sealer, WrappedKey, reveal
 from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
 
-# An asyncpg connection (service.db.engine.driver_connection, or driver_transaction in a
-# transaction): the sync path's statements go to the driver directly, without SQLAlchemy's work
-# per statement.
+# An asyncpg connection (service.db.engine.DriverPool, outside a transaction or in one): the sync
+# path's statements go to the driver directly, without SQLAlchemy's work per statement.
 Driver = Any
 
 # Stamps are stored as MessagePack, device ids as 16 bytes (migration 0007); a field's stamp that

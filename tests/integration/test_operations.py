@@ -252,7 +252,7 @@ async def test_a_sync_after_postgres_closed_the_pooled_connection_succeeds(setti
     others = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
     try:
         before = {row["pid"] for row in await admin.fetch(others)}
-        app = create_app(msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=0))
+        app = create_app(msgspec.structs.replace(settings, db_pool_size=1, db_max_overflow=0, db_sync_pool_size=1))
         async with serve(app) as client:
             phone = Phone(client, await anonymous(client))
             mood = {"occurred_at": datetime.now(UTC).isoformat(), "mood": 4}
