@@ -305,7 +305,9 @@ def pack_stamps(stamps: Mapping[str, Stamp], changed_at: datetime, device_id: UU
     packed: dict[str, Stamp | None] = {}
     for field, stamp in stamps.items():
         # A new record's fields share one stamp: after the first, one identity check each.
-        if stamp is own or (own is None and stamp.at == changed_at and stamp.device == device_id):
+        if stamp is own or (
+            own is None and stamp.at == changed_at and (stamp.device is device_id or stamp.device == device_id)
+        ):
             own = stamp
             packed[field] = None
         else:
