@@ -12,6 +12,7 @@ import msgspec
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.sync import Change, MutationResult
@@ -157,6 +158,32 @@ async def test_a_new_records_stamps_are_written_out_for_the_release_before(setti
         assert set(stamps) >= {"occurred_at", "mood", "note"}
         assert set(stamps.values()) == {Stamp(changed_at, device)}
         await migrate.upgrade(engine)
+
+
+async def test_going_back_to_an_owner_key_on_history_keeps_only_history_with_a_person(settings: Settings) -> None:
+    """Release 0008 keeps a foreign key from history to its person: the downgrade puts it back,
+    after deleting any version whose person is gone."""
+    async with scratch_database(settings) as (_, engine):
+        await migrate.upgrade(engine)
+        kept, gone = uuid.uuid4(), uuid.uuid4()
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("INSERT INTO users (id) VALUES ($1)", (kept,))
+            for owner in (kept, gone):
+                await conn.exec_driver_sql(
+                    "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, changed_at) "
+                    "VALUES ($1, $2, 1, 'mood_checkin', false, '{}'::jsonb, now())",
+                    (owner, uuid.uuid4()),
+                )
+        await migrate.downgrade(engine, "0008")
+        async with engine.connect() as conn:
+            owners = (await conn.exec_driver_sql("SELECT user_id FROM record_versions")).scalars().all()
+            assert owners == [kept]
+            with pytest.raises(IntegrityError, match="fk_record_versions_user_id_users"):
+                await conn.exec_driver_sql(
+                    "INSERT INTO record_versions (user_id, record_id, version, kind, deleted, data, changed_at) "
+                    "VALUES ($1, $2, 1, 'mood_checkin', false, '{}'::jsonb, now())",
+                    (gone, uuid.uuid4()),
+                )
 
 
 async def _write_as_release_0004(
