@@ -184,7 +184,8 @@ class Syncer:
             key,
             written,
             changed,
-            before,
+            # A purged record has no row to update: its new state is inserted.
+            before.keys() - targets.purged if targets.purged else before,
             queries.Receipt(request.batch_id, request_hash, results),
             (request.device_id, page.position if page is not None else None),
             start,

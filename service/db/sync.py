@@ -93,6 +93,8 @@ class Targets(msgspec.Struct, frozen=True):
     applied: dict[bytes, int]
     # The versions of each record changed since a mutation's base, from the oldest such base on.
     history: dict[UUID, dict[int, HistoryEntry]]
+    # The records among `records` whose row was purged, read from their history (_TARGETS).
+    purged: frozenset[UUID] = frozenset()
 
 
 # For each mutation (id, fingerprint, base version): its record, the version its fingerprint
@@ -102,16 +104,27 @@ class Targets(msgspec.Struct, frozen=True):
 # planner knows of the tables: with `id = ANY(…)` and no statistics yet (a new table, or after a
 # bulk load) it reads all of the person's rows instead, and the time grows with their history.
 # OFFSET 0 keeps the planner from flattening the subqueries back into that form.
+#
+# A record whose row was purged (a tombstone kept past the retention, workers/jobs/maintenance.py) but
+# whose history was not is read as its newest version, as its tombstone was, without stamps (a
+# null `stamps`), with its versions from the base on: a change to it follows that version by the
+# same rules, and brings it back when it is later than the delete, rather than clashing with its
+# history. Only ids without a row and not recognised by their fingerprint are looked for there.
 _TARGETS = f"""
-SELECT r.id, r.kind, r.version, r.deleted, r.data::text, r.sealed, r.stamps, r.changed_at, r.device_id,
+SELECT coalesce(r.id, g.record_id), coalesce(r.kind, g.kind), coalesce(r.version, g.version),
+       coalesce(r.deleted, g.deleted), coalesce(r.data, g.data)::text,
+       CASE WHEN r.id IS NULL THEN g.sealed ELSE r.sealed END, r.stamps, coalesce(r.changed_at, g.changed_at),
+       CASE WHEN r.id IS NULL THEN g.device_id ELSE r.device_id END,
        q.fingerprint, f.version, {VERSION_COLUMNS}
 FROM unnest($2::uuid[], $3::bytea[], $4::int[]) AS q(id, fingerprint, base)
 LEFT JOIN LATERAL (SELECT * FROM records WHERE user_id = $1 AND id = q.id OFFSET 0) r ON true
 LEFT JOIN LATERAL (SELECT version FROM record_versions
     WHERE user_id = $1 AND record_id = q.id AND fingerprint = q.fingerprint LIMIT 1) f ON true
-LEFT JOIN LATERAL (SELECT * FROM record_versions
-    WHERE q.base < r.version AND user_id = $1 AND record_id = q.id AND version >= q.base OFFSET 0) v ON true
-WHERE r.id IS NOT NULL OR f.version IS NOT NULL
+LEFT JOIN LATERAL (SELECT * FROM record_versions WHERE r.id IS NULL AND f.version IS NULL
+    AND user_id = $1 AND record_id = q.id ORDER BY version DESC LIMIT 1) g ON true
+LEFT JOIN LATERAL (SELECT * FROM record_versions WHERE q.base < coalesce(r.version, g.version)
+    AND user_id = $1 AND record_id = q.id AND version >= q.base OFFSET 0) v ON true
+WHERE r.id IS NOT NULL OR f.version IS NOT NULL OR g.version IS NOT NULL
 """  # noqa: S608
 
 # All a batch starts from, in one statement: the person's last change number, data key and the
@@ -244,15 +257,19 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
     records: dict[UUID, Record] = {}
     applied: dict[bytes, int] = {}
     history: dict[UUID, dict[int, HistoryEntry]] = {}
+    purged: set[UUID] = set()
     for row in rows:
         if row[0] is not None and row[0] not in records:
+            if row[6] is None:
+                purged.add(row[0])
             records[row[0]] = Record(
                 id=row[0],
                 kind=row[1],
                 version=row[2],
                 deleted=row[3],
                 data=reveal(key, row[0], _data.decode(row[4]), row[5]),
-                stamps=open_stamps(row[6], row[7], row[8]),
+                # The rules take a record's own time for a field without a stamp.
+                stamps=open_stamps(row[6], row[7], row[8]) if row[6] is not None else {},
                 changed_at=row[7],
                 device_id=row[8],
             )
@@ -261,7 +278,7 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
         if row[11] is not None:
             entry = history_entry(row[11:], key)
             history.setdefault(row[11], {})[entry.version] = entry
-    return Targets(records, applied, history)
+    return Targets(records, applied, history, frozenset(purged))
 
 
 def is_batch_written_meanwhile(error: asyncpg.UniqueViolationError) -> bool:

@@ -992,6 +992,57 @@ async def test_a_create_sent_again_after_its_deleted_record_was_purged_is_a_dupl
     assert_problem(await get_record(client, tokens, "mood_checkin", record), 404)
 
 
+async def _deleted_and_purged(
+    client: Client, engine: AsyncEngine, settings: Settings, *, deleted_by: str
+) -> tuple[dict[str, Any], Phone, str]:
+    """A person's entry written on their phone, deleted on `deleted_by` ("phone" or "tablet"), and
+    its tombstone purged once both devices had the delete: its history stays."""
+    tokens, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(body="a first draft")))
+    await tablet.sync()
+    await {"phone": phone, "tablet": tablet}[deleted_by].sync(delete(record, "journal_entry", base=1))
+    await phone.sync()
+    await tablet.sync()
+    async with engine.begin() as conn:
+        old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
+        await conn.execute(text("UPDATE records SET updated_at = :old WHERE id = :id"), {"old": old, "id": record})
+    assert await purge_tombstones({"engine": engine, "settings": settings}) == 1
+    return tokens, phone, record
+
+
+@pytest.mark.parametrize(
+    ("sent", "tried"),
+    [(journal(body="a second draft"), ["not new"]), ({"body": "a second draft"}, [])],
+    ids=["whole", "some-fields"],
+)
+@pytest.mark.parametrize("deleted_by", ["phone", "tablet"])
+async def test_a_record_created_again_after_it_was_deleted_and_purged_comes_back_after_its_history(
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    sent: dict[str, Any],
+    tried: list[str],
+    deleted_by: str,
+) -> None:
+    """The entry's row is gone, its history is not. Sent again on base version 0 with other
+    words, later than the delete, it is brought back as the version after its history, as it
+    would have been over its tombstone: nothing clashes with what history holds."""
+    tokens, phone, record = await _deleted_and_purged(client, engine, settings, deleted_by=deleted_by)
+    tries = _tries_of_new_batches(monkeypatch)
+
+    answer = await phone.sync(upsert(record, "journal_entry", sent))
+
+    assert tries == tried
+    assert [(r["status"], r["version"]) for r in answer["results"]] == [
+        ("applied" if deleted_by == "phone" else "merged", 3)
+    ]
+    back = await current(client, tokens, "journal_entry", record)
+    assert (back["version"], back["data"]["body"]) == (3, "a second draft")
+    assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [3, 2, 1]
+
+
 async def test_a_batch_of_new_records_after_the_persons_key_was_destroyed_is_sealed_with_a_new_one(
     client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
