@@ -262,7 +262,8 @@ def validate_create(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], di
         whole = validate_full(kind, data)
     except Invalid:
         return None
-    return {name: value for name, value in whole.items() if name in data}, whole
+    # Every field sent is in the whole record (an unknown one is refused): fewer to look at.
+    return {name: whole[name] for name in data}, whole
 
 
 def validate_patch(kind: str, data: object) -> dict[str, Any]:
