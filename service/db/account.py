@@ -64,12 +64,9 @@ async def export(conn: AsyncConnection, master_keys: MasterKeys, user_id: UUID) 
 
 
 async def erase(conn: AsyncConnection, user_id: UUID) -> None:
-    """Delete the person; every table that holds their data cascades from `users`, but for
-    their history, deleted next: a batch writing versions meanwhile holds their `sync_state`
-    row, which the first statement waits for, and the second sees what it wrote (tables.py,
-    record_versions).
+    """Delete the person; every table that holds their data cascades from `users`, and their
+    history goes with them by a trigger (migration 0009; tables.py, record_versions).
 
     Destroy their data key (keys.destroy) in an earlier transaction, so their text is unreadable first.
     """
     await conn.exec_driver_sql("DELETE FROM users WHERE id = $1", (user_id,))
-    await conn.exec_driver_sql("DELETE FROM record_versions WHERE user_id = $1", (user_id,))

@@ -154,8 +154,9 @@ records = Table(
 # records (a probe and a lock of the person's `users` row for each version). Nothing is left
 # without its person all the same. Every writer of versions first claims change numbers in the
 # person's `sync_state` row (a sync batch's write, insights.store), whose key is checked: an erase
-# deleting that row waits for the writer's commit, and a writer coming after finds no person.
-# account.erase then deletes the versions after the person, in a statement that sees them.
+# deleting that row (by the cascade from `users`) waits for the writer's commit, and a writer
+# coming after finds no person. A trigger on `users` (users_erase_history, migration 0009) then
+# deletes the person's versions, after the cascades, in a statement that sees what was committed.
 record_versions = Table(
     "record_versions",
     metadata,

@@ -58,9 +58,9 @@ async def test_deleting_an_account_leaves_nothing_of_the_person(client: Client, 
 
 
 async def test_history_written_while_the_account_is_deleted_goes_with_it(client: Client, engine: AsyncEngine) -> None:
-    """History has no foreign key to its person (tables.py, record_versions): a batch writing
-    versions while the account is deleted holds the person's change numbers, the erase waits for
-    it, and what it wrote is deleted too."""
+    """History has no foreign key to its person, and goes with them by a trigger (tables.py,
+    record_versions): a batch writing versions while the account is deleted holds the person's
+    change numbers, the erase waits for it, and what it wrote is deleted too."""
     tokens = await anonymous(client)
     phone = Phone(client, tokens)
     entry = new_id()
