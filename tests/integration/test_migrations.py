@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from schemas.sync import Change, MutationResult
 from service.app import create_app
 from service.db import migrate
+from service.db import sync as sync_queries
 from service.db.engine import create_engine, drop_database, ensure_database
 from service.envelope import MasterKeys
 from service.settings import Settings
@@ -128,9 +129,13 @@ async def test_stamps_stored_as_json_come_through_the_move_to_msgpack_and_back(s
         assert msgspec.json.decode(stored, type=dict[str, Stamp]) == expected
 
 
-async def test_a_new_records_stamps_are_written_out_for_the_release_before(settings: Settings) -> None:
-    """A record synced now keeps its own stamp as nil for each field; going down to release
-    0007, each field gets that stamp written out, as 0007 reads stamps."""
+async def test_a_new_records_stamps_are_written_out_for_the_release_before(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A record synced by a release that writes nils (the next one) keeps its own stamp as nil
+    for each field; going down to release 0007, each field gets that stamp written out, as 0007
+    reads stamps."""
+    monkeypatch.setattr(sync_queries, "OWN_STAMP_AS_NIL", True)
     async with scratch_database(settings) as (scratch, engine):
         await migrate.upgrade(engine)
         async with serve(create_app(scratch)) as client:

@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.db.sync import open_stamps, pack_stamps
+from service.db.sync import OWN_STAMP_AS_NIL, open_stamps, pack_stamps
 from service.sync.merge import DELETED
 from service.sync.model import Stamp
 
@@ -36,7 +36,8 @@ def test_stamps_are_read_back_as_they_were_written(
     if shared and written:
         # As a new record's: one stamp object for every field.
         written = dict.fromkeys(written, next(iter(written.values())))
-    assert open_stamps(pack_stamps(written, changed_at, device_id), changed_at, device_id) == written
+    packed = pack_stamps(written, changed_at, device_id, own_as_nil=True)
+    assert open_stamps(packed, changed_at, device_id) == written
 
 
 def test_a_new_records_stamps_are_a_fraction_of_their_whole_size() -> None:
@@ -44,7 +45,7 @@ def test_a_new_records_stamps_are_a_fraction_of_their_whole_size() -> None:
     changed_at and device_id say so, and the stamps hold only the field names."""
     own = Stamp(T0, PHONE)
     written = dict.fromkeys(("occurred_at", "title", "body", "prompt", "tags"), own)
-    packed = pack_stamps(written, T0, PHONE)
+    packed = pack_stamps(written, T0, PHONE, own_as_nil=True)
     assert len(packed) * 3 < len(msgspec.msgpack.encode(written))
     assert open_stamps(packed, T0, PHONE) == written
 
@@ -54,6 +55,15 @@ def test_an_edited_field_keeps_its_own_stamp_beside_the_records() -> None:
     keep the phone's earlier one."""
     earlier, edited = Stamp(T0 - timedelta(hours=1), PHONE), Stamp(T0, TABLET)
     written = {"occurred_at": earlier, "mood": edited, "note": earlier}
-    packed = pack_stamps(written, T0, TABLET)
+    packed = pack_stamps(written, T0, TABLET, own_as_nil=True)
     assert msgspec.msgpack.decode(packed)["mood"] is None
     assert open_stamps(packed, T0, TABLET) == written
+
+
+def test_this_release_writes_stamps_the_release_before_can_read() -> None:
+    """Release 0007 reads stamps as whole stamps only: until the release after this one, no nil
+    is written, so both can serve side by side during a rolling update."""
+    own = Stamp(T0, PHONE)
+    written = dict.fromkeys(("occurred_at", "mood"), own)
+    packed = pack_stamps(written, T0, PHONE, own_as_nil=OWN_STAMP_AS_NIL)
+    assert msgspec.msgpack.decode(packed, type=dict[str, Stamp]) == written

@@ -8,7 +8,9 @@ In `records.stamps`, a field set at the record's own time on the device of its
 newest version (every field of a new record) may now be nil: the row's
 `changed_at` and `device_id` say it. Written whole, the stamps were a fifth of
 a new record's row. Rows written before stay as they are and are read the same;
-the downgrade writes the nils out, as release 0007 reads stamps.
+the downgrade writes the nils out, as release 0007 reads stamps. The release
+with this migration reads nils and writes none (service/db/sync.py,
+OWN_STAMP_AS_NIL): the one before it cannot read them.
 """
 
 from __future__ import annotations
