@@ -27,6 +27,7 @@ from schemas.jobs import RECORDS_CHANGED
 from schemas.sync import Change, HistoryVersion, MutationResult
 from service import outbox
 from service.envelope import DataKey, MasterKeys, Sealer, WrappedKey, reveal
+from service.sync.merge import DELETED, ZERO_DEVICE
 from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
 
 # An asyncpg connection (service.db.engine.DriverPool, outside a transaction or in one): the sync
@@ -262,14 +263,14 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
         if row[0] is not None and row[0] not in records:
             if row[6] is None:
                 purged.add(row[0])
+            data = reveal(key, row[0], _data.decode(row[4]), row[5])
             records[row[0]] = Record(
                 id=row[0],
                 kind=row[1],
                 version=row[2],
                 deleted=row[3],
-                data=reveal(key, row[0], _data.decode(row[4]), row[5]),
-                # The rules take a record's own time for a field without a stamp.
-                stamps=open_stamps(row[6], row[7], row[8]) if row[6] is not None else {},
+                data=data,
+                stamps=open_stamps(row[6], row[7], row[8]) if row[6] is not None else _purged_stamps(data, row),
                 changed_at=row[7],
                 device_id=row[8],
             )
@@ -279,6 +280,17 @@ def open_targets(key: DataKey, rows: Iterable[Sequence[Any]]) -> Targets:
             entry = history_entry(row[11:], key)
             history.setdefault(row[11], {})[entry.version] = entry
     return Targets(records, applied, history, frozenset(purged))
+
+
+def _purged_stamps(data: dict[str, Any], row: Sequence[Any]) -> dict[str, Stamp]:
+    """A purged record's stamps, which went with its row: each field and the delete at the time
+    of its newest version (the delete), no earlier than the stamps the tombstone held. Without
+    them a field would take the record's own stamp, which moves on with every later edit."""
+    own = Stamp(row[7], row[8] or ZERO_DEVICE)
+    stamps = dict.fromkeys(data, own)
+    if row[3]:
+        stamps[DELETED] = own
+    return stamps
 
 
 def is_batch_written_meanwhile(error: asyncpg.UniqueViolationError) -> bool:

@@ -1043,6 +1043,36 @@ async def test_a_record_created_again_after_it_was_deleted_and_purged_comes_back
     assert [v["version"] for v in await history(client, tokens, "journal_entry", record)] == [3, 2, 1]
 
 
+@pytest.mark.parametrize("tombstone", ["kept", "purged"])
+async def test_a_record_brought_back_after_a_purge_merges_as_it_would_have_over_its_tombstone(
+    client: Client, engine: AsyncEngine, settings: Settings, tombstone: str
+) -> None:
+    """Brought back with a new body after its tombstone was purged, an entry's other fields keep
+    stamps no later than the delete: a laptop's offline title, written after the delete, still
+    wins, as it does while the tombstone is kept."""
+    tokens, phone, tablet = await _a_person_whose_key_the_api_holds(client)
+    laptop = Phone(client, tokens)
+    t0 = datetime.now(UTC) - timedelta(hours=6)
+    record = new_id()
+    await phone.sync(upsert(record, "journal_entry", journal(title="A", body="first"), at=t0))
+    await phone.sync(delete(record, "journal_entry", base=1, at=t0 + timedelta(hours=1)))
+    await tablet.sync()
+    if tombstone == "purged":
+        async with engine.begin() as conn:
+            old = datetime.now(UTC) - timedelta(days=settings.tombstone_retention_days + 1)
+            await conn.execute(text("UPDATE records SET updated_at = :old WHERE id = :id"), {"old": old, "id": record})
+        assert await purge_tombstones({"engine": engine, "settings": settings}) == 1
+    await phone.sync(upsert(record, "journal_entry", {"body": "back again"}, base=2, at=t0 + timedelta(hours=3)))
+
+    answer = await laptop.sync(
+        upsert(record, "journal_entry", journal(title="B", body="from the laptop"), at=t0 + timedelta(hours=2))
+    )
+
+    [result] = answer["results"]
+    assert {c["field"]: c["resolution"] for c in result["conflicts"]}.get("title") == "kept_yours"
+    assert (await current(client, tokens, "journal_entry", record))["data"]["title"] == "B"
+
+
 async def test_a_batch_of_new_records_after_the_persons_key_was_destroyed_is_sealed_with_a_new_one(
     client: Client, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
