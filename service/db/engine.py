@@ -69,10 +69,14 @@ class DriverPool:
         self._server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
+        self._closed = False
 
     async def _open(self) -> asyncpg.Pool:
         self._opening = self._opening or asyncio.Lock()
         async with self._opening:
+            if self._closed:
+                # A request still running as the app stops must not open a pool nobody closes.
+                raise RuntimeError("the sync path's connections are closed")
             if self._pool is None:
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
@@ -90,7 +94,7 @@ class DriverPool:
     async def connection(self) -> AsyncIterator[Any]:
         """A connection outside a transaction: each statement is one (single reads, and a sync
         batch's read and checked write). Waits up to 30 s for one, as the engine's pool does."""
-        pool = self._pool or await self._open()
+        pool = self._pool if self._pool is not None and not self._closed else await self._open()
         async with pool.acquire(timeout=30) as conn:
             yield conn
 
@@ -101,9 +105,9 @@ class DriverPool:
             yield conn
 
     async def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             await self._pool.close()
-            self._pool = None
 
 
 async def _as_lent(_conn: asyncpg.Connection) -> None:

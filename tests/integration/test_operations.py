@@ -16,11 +16,13 @@ from typing import Any
 import asyncpg
 import httpx
 import msgspec
+import pytest
 from arq.connections import ArqRedis
 
 from schemas import jobs
 from service.app import create_app
 from service.db import migrate
+from service.db.engine import DriverPool
 from service.settings import Settings
 from tests.integration.conftest import Client, anonymous, assert_problem, bearer, serve
 from tests.integration.processes import environment, eventually, free_port, start
@@ -268,3 +270,15 @@ async def test_a_sync_after_postgres_closed_the_pooled_connection_succeeds(setti
             assert {row["pid"] for row in await admin.fetch(others)} - before - apps, "a new connection"
     finally:
         await admin.close()
+
+
+async def test_the_sync_paths_connections_stay_closed_once_the_app_stopped(settings: Settings, database: str) -> None:
+    """A request still running as the app stops gets an error, not a pool of its own that
+    nothing would ever close."""
+    pool = DriverPool(settings.database_url, size=1)
+    async with pool.connection() as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+    await pool.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        async with pool.connection():
+            pass

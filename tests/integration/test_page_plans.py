@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import sync as queries
-from service.db.engine import API_SERVER_SETTINGS, create_engine
+from service.db.engine import API_SERVER_SETTINGS, DriverPool
 from service.settings import Settings
 
 ALL_AFTER = 9223372036854775807
@@ -28,11 +29,9 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
     would then read all their rows after the cursor and sort them, for every page of a first
     sync. On the API's connections a page is the first rows of the (user_id, seq) index, in a
     pull, with a batch's start, and with a batch of new records."""
-    engine: AsyncEngine = create_engine(settings, pool_size=1, server_settings=API_SERVER_SETTINGS)
+    pool = DriverPool(settings.database_url, size=1, server_settings=API_SERVER_SETTINGS)
     try:
-        async with engine.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
+        async with pool.connection() as driver:
             # Rolled back: the statistics and the rows go with it.
             transaction = driver.transaction()
             await transaction.start()
@@ -85,15 +84,20 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
             finally:
                 await transaction.rollback()
     finally:
-        await engine.dispose()
+        await pool.close()
     for statement, plan in plans.items():
-        nodes = _nodes(plan[0]["Plan"])
+        nodes = _nodes(json.loads(plan)[0]["Plan"])
         assert "Bitmap Heap Scan" not in nodes, (statement, nodes)
 
 
 async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: Litestar, database: str) -> None:
-    provided = app.dependencies["engine"]
-    assert isinstance(provided, Provide)
-    engine: AsyncEngine = provided.dependency()
+    """Both the sync path's connections and the engine's."""
+    provided_engine, provided_pool = app.dependencies["engine"], app.dependencies["driver_pool"]
+    assert isinstance(provided_engine, Provide)
+    assert isinstance(provided_pool, Provide)
+    engine: AsyncEngine = provided_engine.dependency()
+    pool: DriverPool = provided_pool.dependency()
     async with engine.connect() as conn:
         assert await conn.scalar(text("SHOW enable_bitmapscan")) == "off"
+    async with pool.connection() as driver:
+        assert await driver.fetchval("SHOW enable_bitmapscan") == "off"
