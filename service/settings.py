@@ -56,8 +56,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # API processes sharing the port: one per container is usual; more use a machine's cores
     # (each process then counts its own /metrics).
     api_processes: int = 1
-    # Database pool of one API process.
-    db_pool_size: int = 10
+    # Database pool of one API process, for all but sync (whose connections are its own, below):
+    # kept open, and opened for a burst (a worker keeps 5 and opens up to db_max_overflow more).
+    db_pool_size: int = 5
     db_max_overflow: int = 10
     # The sync path's own connections in one API process (service.db.engine.DriverPool).
     db_sync_pool_size: int = 10
@@ -131,7 +132,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             argon2_time_cost=get.integer("ARGON2_TIME_COST", 3, low=1),
             argon2_memory_kib=get.integer("ARGON2_MEMORY_KIB", 64 * 1024, low=8),
             api_processes=get.integer("API_PROCESSES", 1, low=1, high=64),
-            db_pool_size=get.integer("DB_POOL_SIZE", 10, low=1),
+            db_pool_size=get.integer("DB_POOL_SIZE", 5, low=1),
             db_max_overflow=get.integer("DB_MAX_OVERFLOW", 10, low=0),
             db_sync_pool_size=get.integer("DB_SYNC_POOL_SIZE", 10, low=1),
             tombstone_retention_days=get.integer("TOMBSTONE_RETENTION_DAYS", 90, low=1),
