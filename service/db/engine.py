@@ -64,7 +64,8 @@ class DriverPool:
     """
 
     def __init__(self, database_url: str, *, size: int, server_settings: Mapping[str, str] | None = None) -> None:
-        self._dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        url = make_url(database_url)
+        self._dsn = _server_dsn(url, url.database or "")
         self._size = size
         self._server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -37,7 +37,6 @@ Driver = Any
 # Stamps are stored as MessagePack, device ids as 16 bytes (migration 0007); a field's stamp that
 # is its record's own is stored as nil (migration 0008, pack_stamps).
 _stamps = msgspec.msgpack.Decoder(dict[str, Stamp | None])
-_whole_stamps = msgspec.msgpack.Decoder(dict[str, Stamp])
 _pack_stamps = msgspec.msgpack.Encoder(uuid_format="bytes")
 # JSONB is read as text and decoded here: msgspec is several times faster than the driver's json.loads.
 _data = msgspec.json.Decoder(dict[str, Any])
@@ -360,10 +359,11 @@ def pack_stamps(
 
 def open_stamps(packed: bytes, changed_at: datetime, device_id: UUID | None) -> dict[str, Stamp]:
     """pack_stamps undone, with the `changed_at` and `device_id` of the same row."""
-    if device_id is None:  # a row without a device has no nil (pack_stamps)
-        return _whole_stamps.decode(packed)
-    own = Stamp(changed_at, device_id)
-    return {field: own if stamp is None else stamp for field, stamp in _stamps.decode(packed).items()}
+    stamps = _stamps.decode(packed)
+    if None not in stamps.values():  # written whole: no step per field
+        return cast(dict[str, Stamp], stamps)
+    own = Stamp(changed_at, device_id or ZERO_DEVICE)  # a row without a device has no nil (pack_stamps)
+    return {field: own if stamp is None else stamp for field, stamp in stamps.items()}
 
 
 async def append_versions(conn: AsyncConnection, owned: Sequence[tuple[UUID, Written]], sealer: Sealer) -> None:
