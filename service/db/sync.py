@@ -108,11 +108,12 @@ class Targets(msgspec.Struct, frozen=True):
 # past its base): its fingerprint is looked for only when the record is past the base or has no
 # row, which spares most edits a probe of the record's history and a read of its rows.
 #
-# A record whose row was purged (a tombstone kept past the retention, workers/jobs/maintenance.py) but
-# whose history was not is read as its newest version, as its tombstone was, without stamps (a
-# null `stamps`), with its versions from the base on: a change to it follows that version by the
-# same rules, and brings it back when it is later than the delete, rather than clashing with its
-# history. Only ids without a row and not recognised by their fingerprint are looked for there.
+# A record whose row was purged (a tombstone kept past the retention, workers/jobs/maintenance.py)
+# but whose history was not is read as its newest version, as its tombstone was, with its versions
+# from the base on; a null `stamps` marks it, and open_targets stamps its fields with that
+# version's time (_purged_stamps). A change to it follows that version by the same rules, and
+# brings it back when it is later than the delete, rather than clashing with its history. Only
+# ids without a row and not recognised by their fingerprint are looked for there.
 _TARGETS = f"""
 SELECT coalesce(r.id, g.record_id), coalesce(r.kind, g.kind), coalesce(r.version, g.version),
        coalesce(r.deleted, g.deleted), coalesce(r.data, g.data)::text,
