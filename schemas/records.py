@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import inspect as mi
 
-from schemas.base import NO_NUL_PATTERN, ClientInput, text
+from schemas.base import NO_NUL_PATTERN, ClientInput, text, without_nul_check
 
 TEXT_MAX = 20_000
 TITLE_MAX = 200
@@ -196,7 +196,16 @@ def _struct_info(cls: type[RecordData]) -> mi.StructType:
 
 
 PATCH_KINDS: dict[str, type[RecordData]] = {kind: _patch_struct(cls) for kind, cls in KINDS.items()}
-_TYPE_INFO = {cls: _struct_info(cls) for cls in (*KINDS.values(), *PATCH_KINDS.values())}
+# The same, for data whose strings are known to hold no NUL (without_nul_check): text from a
+# request proven free of it, and values already stored (Postgres's jsonb cannot hold one, and
+# every value was checked on its way in).
+_NUL_FREE_KINDS: dict[str, type[RecordData]] = {kind: without_nul_check(cls) for kind, cls in KINDS.items()}
+_NUL_FREE_PATCH_KINDS: dict[str, type[RecordData]] = {kind: without_nul_check(cls) for kind, cls in PATCH_KINDS.items()}
+_TYPE_INFO = {
+    cls: _struct_info(cls)
+    for kinds in (KINDS, PATCH_KINDS, _NUL_FREE_KINDS, _NUL_FREE_PATCH_KINDS)
+    for cls in kinds.values()
+}
 # "localtime" and "posixrules" are files of the host's zone database, not zone names a phone would send.
 # Each kind's defaults in stored form, for validate_merged.
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -221,12 +230,13 @@ class Invalid(Exception):
         self.message = message
 
 
-def validate_full(kind: str, data: object) -> dict[str, Any]:
+def validate_full(kind: str, data: object, *, nul_free: bool = False) -> dict[str, Any]:
     """A whole record (a create, or a merged state), normalised with every field present.
+    `nul_free`: its strings are known to hold no NUL, and are not searched for one.
 
     Raises KeyError for a kind with no client Struct (unknown or read-only) and Invalid otherwise.
     """
-    record = _convert(KINDS[kind], kind, data)
+    record = _convert((_NUL_FREE_KINDS if nul_free else KINDS)[kind], kind, data)
     _check_fields(kind, record)
     if isinstance(record, Assessment):
         _check_answers(record.instrument, record.answers)
@@ -239,9 +249,10 @@ def validate_merged(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 
     Checked exactly as validate_full checks, but not converted back field by field: its values
     already are what that conversion would give, so only missing fields get their defaults and
-    sets are sorted again. This is the hot path of every write.
+    sets are sorted again. This is the hot path of every write. Values in stored form hold no
+    NUL: their strings are not searched for one.
     """
-    record = _convert(KINDS[kind], kind, data)
+    record = _convert(_NUL_FREE_KINDS[kind], kind, data)
     _check_fields(kind, record)
     if isinstance(record, Assessment):
         _check_answers(record.instrument, record.answers)
@@ -253,22 +264,24 @@ def validate_merged(kind: str, data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validate_create(kind: str, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def validate_create(
+    kind: str, data: dict[str, Any], *, nul_free: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """A record sent whole (a create, as the app sends one), checked once: what validate_patch
     would give for it, and what validate_full gives. None when it is not a valid whole record:
     validate_patch then decides, for a change sent with base_version 0 may hold only some fields.
     """
     try:
-        whole = validate_full(kind, data)
+        whole = validate_full(kind, data, nul_free=nul_free)
     except Invalid:
         return None
     # Every field sent is in the whole record (an unknown one is refused): fewer to look at.
     return {name: whole[name] for name in data}, whole
 
 
-def validate_patch(kind: str, data: object) -> dict[str, Any]:
+def validate_patch(kind: str, data: object, *, nul_free: bool = False) -> dict[str, Any]:
     """Only the fields an update carries; cross-field rules wait for the merged state."""
-    record = _convert(PATCH_KINDS[kind], kind, data)
+    record = _convert((_NUL_FREE_PATCH_KINDS if nul_free else PATCH_KINDS)[kind], kind, data)
     _check_fields(kind, record)
     return _normalise(record)
 

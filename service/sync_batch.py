@@ -98,8 +98,10 @@ class Syncer:
         # first (_run_new).
         self._keys: dict[UUID, tuple[WrappedKey, DataKey, float]] = {}
 
-    async def sync(self, user_id: UUID, request: SyncRequest) -> SyncResponse:
-        """One round trip on a pooled connection.
+    async def sync(self, user_id: UUID, request: SyncRequest, *, nul_free: bool = False) -> SyncResponse:
+        """One round trip on a pooled connection. `nul_free`: the request's strings are known to
+        hold no NUL (service.api.sync.decode_request), and its records are checked without
+        looking for one.
 
         A batch of mutations reads what it starts from, decides, and writes in a statement that
         checks no other write came between (queries.save_batch): no transaction to open, no lock
@@ -113,7 +115,7 @@ class Syncer:
             connect = self._pool.transaction if locked and request.mutations else self._pool.connection
             try:
                 async with connect() as conn:
-                    answer = await self.run(conn, user_id, request, lock=locked)
+                    answer = await self.run(conn, user_id, request, lock=locked, nul_free=nul_free)
             except asyncpg.UniqueViolationError as error:
                 # A retry of this batch ran meanwhile: run again, which answers what it stored.
                 if attempt == ATTEMPTS or not queries.is_batch_written_meanwhile(error):
@@ -128,7 +130,7 @@ class Syncer:
         raise AssertionError("unreachable: a batch under the lock is never overtaken")
 
     async def run(
-        self, conn: Driver, user_id: UUID, request: SyncRequest, *, lock: bool = False
+        self, conn: Driver, user_id: UUID, request: SyncRequest, *, lock: bool = False, nul_free: bool = False
     ) -> SyncResponse | None:
         """On `conn`, an asyncpg connection (queries.Driver). With `lock`, in a transaction, under
         the person's lock; without it, statement by statement, and None when another write came
@@ -141,7 +143,7 @@ class Syncer:
             return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
 
         # Checked before the start is read: under the lock, the lock is held only for the statements.
-        prepared = [_prepare(user_id, request.device_id, m, now) for m in request.mutations]
+        prepared = [_prepare(user_id, request.device_id, m, now, nul_free) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
         request_hash = _request_hash(request)
         held = None if lock else self._held_key(user_id)
@@ -348,7 +350,7 @@ def _request_hash(request: SyncRequest) -> bytes:
     return hashlib.sha256(_canonical.encode([request.device_id, request.mutations])).digest()
 
 
-def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mutation | Result:
+def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime, nul_free: bool) -> Mutation | Result:
     """Check one mutation against its kind's rules; a refusal is that mutation's result."""
     if m.kind in kinds.READ_ONLY_KINDS:
         return _refuse(m, "read_only_kind", f"{m.kind} records are written by the server only", "kind")
@@ -368,13 +370,13 @@ def _prepare(user_id: UUID, device_id: UUID, m: MutationIn, now: datetime) -> Mu
         # it is clear this is a create: a record made offline and edited again
         # before a sync is sent with base_version 0 and only the changes. A create
         # sent whole is checked whole once here, not again when it is applied.
-        checked = kinds.validate_create(m.kind, m.data) if m.base_version == 0 else None
+        checked = kinds.validate_create(m.kind, m.data, nul_free=nul_free) if m.base_version == 0 else None
         if checked is not None:
             data, whole = checked
         else:
             whole = None
             try:
-                data = kinds.validate_patch(m.kind, m.data)
+                data = kinds.validate_patch(m.kind, m.data, nul_free=nul_free)
             except kinds.Invalid as invalid:
                 return _refuse(m, "invalid", invalid.message, invalid.path)
     # Everything that makes this mutation this one: a re-send matches, another record never does.

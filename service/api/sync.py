@@ -20,6 +20,7 @@ from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.base import without_nul_check
 from schemas.problems import FieldError
 from schemas.sync import BatchReceipt, Manifest, SyncRequest, SyncResponse
 from service.auth.tokens import BEARER, Principal
@@ -37,6 +38,12 @@ _decoders: dict[str, msgspec.json.Decoder[SyncRequest] | msgspec.msgpack.Decoder
     JSON: msgspec.json.Decoder(SyncRequest),
     MSGPACK: msgspec.msgpack.Decoder(SyncRequest),
 }
+# A JSON text can hold U+0000 only as the escape \u0000 (msgspec refuses the raw byte): a body
+# without those six bytes has no NUL in any string, and is decoded, and its records checked,
+# without looking for one in each (schemas.base.without_nul_check). The bytes may also be a
+# string's own text (an escaped backslash, then "u0000"); such a body is checked as any other.
+_NUL_ESCAPE = b"\\u0000"
+_nul_free_json: msgspec.json.Decoder[SyncRequest] = msgspec.json.Decoder(without_nul_check(SyncRequest))
 _encoders: dict[str, msgspec.json.Encoder | msgspec.msgpack.Encoder] = {
     JSON: msgspec.json.Encoder(),
     MSGPACK: msgspec.msgpack.Encoder(),
@@ -57,12 +64,15 @@ def _answer_type(request: Request[Any, Any, Any], request_type: str) -> str:
     return request_type
 
 
-def decode_request(content_type: str | None, body: bytes) -> tuple[SyncRequest, str]:
+def decode_request(content_type: str | None, body: bytes) -> tuple[SyncRequest, str, bool]:
+    """The request, its media type, and whether its strings are known to hold no NUL."""
     media_type = _media_type(content_type or JSON)
     if media_type is None:
         raise ProblemError(415, "unsupported-media-type", f"Send {JSON} or {MSGPACK}.")
     try:
-        return _decoders[media_type].decode(body), media_type
+        if media_type == JSON and _NUL_ESCAPE not in body:
+            return _nul_free_json.decode(body), media_type, True
+        return _decoders[media_type].decode(body), media_type, False
     except msgspec.ValidationError as error:
         message, _, where = str(error).partition(" - at `$")
         path = where.rstrip("`").lstrip(".")
@@ -113,8 +123,8 @@ class SyncController(Controller):
         syncer: NamedDependency[Syncer],
     ) -> Response[bytes]:
         """Push this device's queued mutations and pull every change it has not seen."""
-        sync_request, media_type = decode_request(request.headers.get("content-type"), await request.body())
-        answer = await syncer.sync(request.user.user_id, sync_request)
+        sync_request, media_type, nul_free = decode_request(request.headers.get("content-type"), await request.body())
+        answer = await syncer.sync(request.user.user_id, sync_request, nul_free=nul_free)
         answer_type = _answer_type(request, media_type)
         return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
 

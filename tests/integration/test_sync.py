@@ -33,6 +33,7 @@ from tests.integration.conftest import Client, anonymous, assert_problem, bearer
 from workers.jobs.maintenance import purge_tombstones
 
 MSGPACK = "application/msgpack"
+NUL_REFUSED = "must not contain the NUL character (U+0000)"
 
 
 def stamp(moment: datetime) -> str:
@@ -1281,6 +1282,51 @@ async def test_accept_chooses_the_answer_format(client: Client) -> None:
     assert as_packed.status_code == 200, as_packed.content
     assert as_packed.headers["content-type"].startswith(MSGPACK)
     assert [r.status for r in msgspec.msgpack.decode(as_packed.content, type=SyncResponse).results] == ["applied"]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["json", "msgpack"])
+async def test_a_nul_in_text_is_refused_where_it_is_and_its_escape_typed_as_text_is_kept(
+    client: Client, packed: bool
+) -> None:
+    """A JSON body without the escape \\u0000 is checked without looking for a NUL in each string:
+    one that has it, and every MessagePack body, is looked through."""
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    edited, kept, refused = new_id(), new_id(), new_id()
+    await phone.sync(upsert(edited, "journal_entry", journal()))
+    typed = "In code, \\u0000 stands for a NUL."
+    request = phone.request(
+        [
+            upsert(kept, "journal_entry", journal(body=typed)),
+            upsert(refused, "journal_entry", journal(body="before\x00after")),
+            upsert(edited, "journal_entry", {"tags": ["ok", "bad\x00"]}, base=1),
+        ]
+    )
+
+    if packed:
+        response = await client.post(
+            "/v1/sync", content=msgspec.msgpack.encode(request), headers={**bearer(tokens), "Content-Type": MSGPACK}
+        )
+        body = msgspec.to_builtins(msgspec.msgpack.decode(response.content))
+    else:
+        response = await phone.post(request)
+        body = response.json()
+
+    assert response.status_code == 200, response.content
+    assert statuses(body) == ["applied", "rejected", "rejected"]
+    errors = [(r["error"]["path"], r["error"]["message"]) for r in body["results"][1:]]
+    assert errors == [("data.body", NUL_REFUSED), ("data.tags[1]", NUL_REFUSED)]
+    assert (await current(client, tokens, "journal_entry", kept))["data"]["body"] == typed
+    assert (await get_record(client, tokens, "journal_entry", refused)).status_code == 404
+    assert (await current(client, tokens, "journal_entry", edited))["version"] == 1
+
+
+async def test_a_nul_in_a_kind_refuses_the_request(client: Client) -> None:
+    tokens = await anonymous(client)
+
+    response = await Phone(client, tokens).send([upsert(new_id(), "mood\x00checkin", checkin())])
+
+    assert_problem(response, 422, path="mutations[0].kind")
 
 
 # --- server-set fields ---------------------------------------------------------------------------

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from msgspec import inspect as mi
 
+from schemas.base import NO_NUL_PATTERN, without_nul_check
 from schemas.records import (
     KINDS,
     LONG_TEXT_FIELDS,
+    PATCH_KINDS,
     READ_ONLY_KINDS,
     SET_FIELDS,
     Invalid,
@@ -21,10 +26,12 @@ from schemas.records import (
     validate_merged,
     validate_patch,
 )
+from schemas.sync import SyncRequest
 from tests.unit.test_envelope import FIELDS
 from tests.unit.test_envelope import answers as envelope_answers
 
 AT = "2026-11-20T21:04:00+01:00"
+NUL_REFUSED = "must not contain the NUL character (U+0000)"
 VALID: dict[str, dict[str, Any]] = {
     "mood_checkin": {
         "occurred_at": AT,
@@ -103,9 +110,9 @@ REQUIRED: dict[str, list[str]] = {
 }
 
 
-def invalid(kind: str, data: object, *, patch: bool = False) -> Invalid:
+def invalid(kind: str, data: object, *, patch: bool = False, nul_free: bool = False) -> Invalid:
     with pytest.raises(Invalid) as caught:
-        (validate_patch if patch else validate_full)(kind, data)
+        (validate_patch if patch else validate_full)(kind, data, nul_free=nul_free)
     return caught.value
 
 
@@ -235,6 +242,21 @@ def test_a_broken_rule_names_the_path_and_the_limit(
         error = invalid(kind, with_(kind, **changes) if not patch else changes, patch=patch)
         assert (error.path, error.message) == (path, message)
         assert str(error) == f"{path}: {message}"
+        if message != NUL_REFUSED:
+            # Text known to hold no NUL is not searched for one; every other rule holds as it is.
+            error = invalid(kind, with_(kind, **changes) if not patch else changes, patch=patch, nul_free=True)
+            assert (error.path, error.message) == (path, message)
+
+
+def test_the_types_that_skip_the_nul_check_keep_every_other_constraint() -> None:
+    nul_check = repr(NO_NUL_PATTERN)
+    assert nul_check in repr(mi.type_info(SyncRequest))
+    originals: list[type[msgspec.Struct]] = [*KINDS.values(), *PATCH_KINDS.values(), SyncRequest]
+    for original in originals:
+        variant = without_nul_check(original)
+        assert issubclass(variant, original)
+        described = repr(mi.type_info(original))
+        assert repr(mi.type_info(variant)).replace("NulFree", "") == described.replace(nul_check, "None")
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
@@ -377,6 +399,11 @@ def test_the_fast_whole_record_check_gives_what_the_full_conversion_gives(kind: 
     assert outcome(lambda: validate_merged(kind, validate_patch(kind, first))) == outcome(
         lambda: validate_full(kind, first)
     )
+    # Text known to hold no NUL (as the drawn text holds none) is checked alike without looking for one.
+    for check in (validate_full, validate_patch):
+        assert outcome(partial(check, kind, first, nul_free=True)) == outcome(partial(check, kind, first))
+    if isinstance(first, dict):
+        assert validate_create(kind, first, nul_free=True) == validate_create(kind, first)
     # A create checked whole once: the same change (and fingerprint) as checked field by field.
     checked = validate_create(kind, first) if isinstance(first, dict) else None
     if checked is None:
