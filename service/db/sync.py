@@ -14,6 +14,7 @@ wrote is sealed here on the way in and opened on the way out
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -45,6 +46,8 @@ _results_decoder = msgspec.msgpack.Decoder(list[MutationResult])
 _json = msgspec.json.Encoder()
 # What a sealed batch answer is bound to, beside its owner and batch id.
 _BATCH = b"batch"
+# The lengths that begin a written row's bytes (_row_bytes).
+_ROW_HEADER = struct.Struct(">BI")
 
 
 # A records row as change_of reads it, by position (SQLAlchemy and asyncpg rows alike).
@@ -476,27 +479,31 @@ class Receipt(msgspec.Struct, frozen=True):
 # document, which msgspec writes in one call, rather than as a dozen typed arrays that asyncpg
 # encodes value by value in Python. Postgres reads it as jsonb: parsed once, each record's data is
 # then taken as it is (json_to_recordset would parse every nested object again, and took twice the
-# time). The sealed blobs, fingerprints and stamps, most of the bytes, go beside it as binary
-# arrays (zipped row by row with ROWS FROM), not as text for Postgres to parse: stamps as JSON
-# were half the document and a third of its time. A row's change number is its place among the
-# batch's $3 changes, counted on from the last change number before the claim. The event names
-# the change numbers the batch took, not its records: the workers read what they need from the
-# records still at those numbers (workers/jobs/events.py).
+# time). The sealed blobs, fingerprints and stamps, most of the bytes, go beside it as a binary
+# array (zipped row by row with ROWS FROM), not as text for Postgres to parse: stamps as JSON
+# were half the document and a third of its time. Each row's three are one element (_row_bytes):
+# asyncpg looks at each element of an array in Python (is it an array itself?), and three arrays
+# of a hundred took it 130 us a batch more than one (40 to 90 us more than making the elements).
+# A row's change number is its place among the batch's $3 changes, counted on from the last change
+# number before the claim. The event names the change numbers the batch took, not its records:
+# the workers read what they need from the records still at those numbers (workers/jobs/events.py).
 #
-# Both statements share $1 to $15; `updated_at` is what the new states are stamped with.
+# Both statements share $1 to $13; `updated_at` is what the new states are stamped with.
 _WRITES = """
 v AS (
     SELECT record_id, version, kind, coalesce(deleted, false) AS deleted, data, changed_at,
-           coalesce(device_id, $15) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
-           (SELECT last_seq FROM claimed) - $3::bigint + seq AS seq, new, sealed, fingerprint, stamps
+           coalesce(device_id, $13) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
+           (SELECT last_seq FROM claimed) - $3::bigint + seq AS seq, new,
+           nullif(substring(b FROM 6 FOR get_byte(b, 0)), '') AS fingerprint,
+           nullif(substring(b FROM 6 + get_byte(b, 0) FOR stamps_length), '') AS stamps,
+           nullif(substring(b FROM 6 + get_byte(b, 0) + stamps_length), '') AS sealed
     FROM ROWS FROM (
         jsonb_to_recordset($2::jsonb) AS (r uuid, v int, k text, d jsonb, t timestamptz, x bool, w uuid,
             rt timestamptz, s bigint, n bool),
-        unnest($12::bytea[]),
-        unnest($13::bytea[]),
-        unnest($14::bytea[])
-    ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, sealed,
-           fingerprint, stamps)
+        unnest($12::bytea[])
+    ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, b),
+    LATERAL (SELECT (get_byte(b, 1) << 24) + (get_byte(b, 2) << 16) + (get_byte(b, 3) << 8) + get_byte(b, 4)
+             AS stamps_length) AS header
     WHERE EXISTS (SELECT FROM claimed)
 ), history AS (
     INSERT INTO record_versions
@@ -529,35 +536,35 @@ v AS (
     RETURNING id
 )"""
 
-# Claimed only if the person's last change number is still the one the batch started from ($17),
-# and the device's new position ($16) remembered when it is known before the write.
+# Claimed only if the person's last change number is still the one the batch started from ($15),
+# and the device's new position ($14) remembered when it is known before the write.
 _SAVE_BATCH = f"""
 WITH claimed AS (
-    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $17::bigint + $3::bigint)
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $17
+    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $15::bigint + $3::bigint)
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $15
     RETURNING last_seq
-), {_WRITES.format(updated_at="$18")},
-{_remember("SELECT $1, $15, $16 WHERE $16::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)")}
+), {_WRITES.format(updated_at="$16")},
+{_remember("SELECT $1, $13, $14 WHERE $14::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)")}
 SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($11, '')) FROM event)
 """  # noqa: S608
 
 # A batch of new records needs nothing read before its write: the next change numbers are taken
 # whatever the last one is (waiting for a write still running, as the person's lock would), the
-# key the rows are sealed with must still be the person's ($18, as stored; locked, so that an
+# key the rows are sealed with must still be the person's ($16, as stored; locked, so that an
 # erase destroying it meanwhile is waited for and seen), and the page of changes after the
-# device's position ($16, up to $17 of them) is read in the statement's snapshot. That page is
+# device's position ($14, up to $15 of them) is read in the statement's snapshot. That page is
 # whole only when the snapshot holds every change before the claimed ones (`fresh`): the device's
 # new position is then remembered here, as a pull would (_page_end).
 _SAVE_NEW_BATCH = f"""
 WITH claimed AS (
     INSERT INTO sync_state (user_id, last_seq)
-    SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $18 FOR KEY SHARE
+    SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $16 FOR KEY SHARE
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + excluded.last_seq
     RETURNING last_seq
-), {_WRITES.format(updated_at="now()")}, page AS ({_page(after="$16", limit="$17")}), fresh AS (
+), {_WRITES.format(updated_at="now()")}, page AS ({_page(after="$14", limit="$15")}), fresh AS (
     SELECT last_seq FROM claimed WHERE last_seq - $3::bigint = {_SEEN}
-), {_page_end(after="$16", limit="$17", own_up_to="(SELECT last_seq FROM fresh)")},
-{_remember("SELECT $1, $15, seq FROM position WHERE EXISTS (SELECT FROM fresh)")}
+), {_page_end(after="$14", limit="$15", own_up_to="(SELECT last_seq FROM fresh)")},
+{_remember("SELECT $1, $13, seq FROM position WHERE EXISTS (SELECT FROM fresh)")}
 SELECT c.last_seq, (SELECT count(pg_notify($11, '')) FROM event), EXISTS (SELECT FROM fresh), page.*
 FROM claimed c LEFT JOIN page ON EXISTS (SELECT FROM fresh) ORDER BY page.seq
 """  # noqa: S608
@@ -573,13 +580,12 @@ def _write_arguments(
     receipt: Receipt,
     device_id: UUID,
 ) -> tuple[Any, ...]:
-    """$1 to $15 of both write statements (_WRITES). Each version goes with its sealed blob; the
+    """$1 to $13 of both write statements (_WRITES). Each version goes with its sealed blob; the
     newest of each changed record also carries its place among the changes (and its stamps), and
     becomes the record's current state, a plain insert unless its id is in `stored`."""
     current = {record.id: (place, record) for place, record in enumerate(changed, 1)}
     rows: list[_Saved] = []
-    blobs: list[bytes | None] = []
-    stamps: list[bytes | None] = []
+    row_bytes: list[bytes] = []
     for v, (plain, sealed) in zip(written, key.seal_all([(v.record_id, v.data) for v in written]), strict=True):
         row = _Saved(v.record_id, v.version, v.kind, plain, v.changed_at, v.deleted)
         if v.device_id is not device_id and v.device_id != device_id:  # UUID's == is Python code
@@ -592,11 +598,11 @@ def _write_arguments(
                 row.record_changed_at = record.changed_at
             if record.id not in stored:
                 row.new = True
-            stamps.append(pack_stamps(record.stamps, record.changed_at, v.device_id, own_as_nil=OWN_STAMP_AS_NIL))
+            stamps = pack_stamps(record.stamps, record.changed_at, v.device_id, own_as_nil=OWN_STAMP_AS_NIL)
         else:
-            stamps.append(None)
+            stamps = b""
         rows.append(row)
-        blobs.append(sealed)
+        row_bytes.append(_row_bytes(v.fingerprint or b"", stamps, sealed or b""))
     results = receipt.results
     return (
         key.owner,
@@ -610,11 +616,15 @@ def _write_arguments(
         sum(r.status == "rejected" for r in results),
         RECORDS_CHANGED if changed else None,
         outbox.CHANNEL,
-        blobs,
-        [v.fingerprint for v in written],
-        stamps,
+        row_bytes,
         device_id,
     )
+
+
+def _row_bytes(fingerprint: bytes, stamps: bytes, sealed: bytes) -> bytes:
+    """A written row's bytes as _WRITES reads them: the fingerprint's length (one byte) and the
+    stamps' (four), then the three one after the other. An empty one is none (null)."""
+    return _ROW_HEADER.pack(len(fingerprint), len(stamps)) + fingerprint + stamps + sealed
 
 
 async def save_batch(

@@ -73,8 +73,6 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
                         None,
                         "",
                         [],
-                        [],
-                        [],
                         uuid.uuid4(),
                         0,
                         500,

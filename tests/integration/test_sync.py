@@ -181,6 +181,54 @@ async def test_a_create_is_version_1_and_each_update_adds_one(client: Client) ->
     assert [v["version"] for v in await history(client, tokens, "mood_checkin", record)] == [3, 2, 1]
 
 
+async def test_a_record_of_many_fields_keeps_each_stamp_its_private_text_and_its_fingerprint(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """A write sends each version's fingerprint, stamps and sealed text as one value of bytes that
+    Postgres takes apart: an experiment's twelve fields make stamps of over 256 bytes."""
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    record = new_id()
+    at = datetime.now(UTC) - timedelta(minutes=2)
+    experiment = {
+        "planned_for": "2026-11-21T18:00:00Z",
+        "target_belief": "I deserve a rest when I am tired.",
+        "intention": "Leave work on time and not apologise.",
+        "behaviours": ["leave at six", "no apology"],
+        "predicted_mood": 3,
+        "belief_before": 20,
+        "follow_up_at": "2026-11-22T09:00:00Z",
+        "status": "done",
+        "actual_mood": 6,
+        "outcome": "Nobody minded.",
+        "learned": "Rest did not cost what I feared.",
+        "belief_after": 45,
+    }
+    create = upsert(record, "as_if_experiment", experiment, at=at)
+    edit = upsert(record, "as_if_experiment", {"belief_after": 50}, base=1, at=at + timedelta(minutes=1))
+
+    await phone.sync(create)  # a batch of new records
+    await phone.sync(edit)  # a batch read before it writes
+    again = await phone.sync(create, edit)
+
+    assert statuses(again) == ["duplicate", "duplicate"]
+    stored = await current(client, tokens, "as_if_experiment", record)
+    assert (stored["version"], stored["data"]) == (2, {**experiment, "belief_after": 50})
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                text("SELECT stamps, changed_at, device_id FROM records WHERE id = :id"), {"id": uuid.UUID(record)}
+            )
+        ).one()
+    stamps = sync_queries.open_stamps(*row)
+    assert len(row.stamps) > 256
+    assert {field: stamp.at for field, stamp in stamps.items()} == {
+        **dict.fromkeys(experiment, at),
+        "belief_after": at + timedelta(minutes=1),
+    }
+    assert {stamp.device for stamp in stamps.values()} == {phone.id}
+
+
 async def test_the_same_mutation_in_a_new_batch_is_a_duplicate_and_changes_nothing(client: Client) -> None:
     tokens = await anonymous(client)
     phone, other = Phone(client, tokens), Phone(client, tokens)
