@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,8 @@ def async_url(database_url: str) -> URL:
 # costs as much as all the person's later rows, and a first sync grows with the square of them.
 # With bitmap scans off for the API's connections, the page is the first rows of the index.
 API_SERVER_SETTINGS = {"enable_bitmapscan": "off"}
+# A pooled connection older than this is closed when it is given back, and another opened.
+RECYCLE_S = 1800.0
 
 
 def create_engine(
@@ -37,7 +40,7 @@ def create_engine(
         async_url(settings.database_url),
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_recycle=1800,
+        pool_recycle=RECYCLE_S,
         connect_args={"timeout": 5, "command_timeout": 30, "server_settings": dict(server_settings or {})},
     )
     event.listen(engine.sync_engine.pool, "checkout", _replace_if_closed)
@@ -60,13 +63,24 @@ class DriverPool:
     its session, and a transaction left open is rolled back.
 
     Opened on first use, in the loop that serves (as the engine's pool is), and closed with the
-    app. Up to `size` connections, besides the engine's; an idle one is closed after 5 minutes.
+    app. Up to `size` connections, besides the engine's; an idle one is closed after 5 minutes,
+    and one older than `recycle_s` when it comes back (as the engine's pool_recycle does): a
+    backend's caches grow with what it served, and a proxy or firewall may drop a connection
+    it thinks too old.
     """
 
-    def __init__(self, database_url: str, *, size: int, server_settings: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        size: int,
+        server_settings: Mapping[str, str] | None = None,
+        recycle_s: float = RECYCLE_S,
+    ) -> None:
         url = make_url(database_url)
         self._dsn = _server_dsn(url, url.database or "")
         self._size = size
+        self._recycle_s = recycle_s
         self._server_settings = dict(server_settings or {})
         self._pool: asyncpg.Pool | None = None
         self._opening: asyncio.Lock | None = None
@@ -88,6 +102,7 @@ class DriverPool:
                     timeout=5,
                     command_timeout=30,
                     server_settings=self._server_settings,
+                    connection_class=_DatedConnection,
                 )
         return self._pool
 
@@ -98,6 +113,9 @@ class DriverPool:
         pool = self._pool if self._pool is not None and not self._closed else await self._open()
         async with pool.acquire(timeout=30) as conn:
             yield conn
+            if time.monotonic() - conn.opened_at > self._recycle_s:
+                # Closed, it is given back as such, and the pool opens another when one is next needed.
+                await conn.close(timeout=5)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:
@@ -109,6 +127,16 @@ class DriverPool:
         self._closed = True
         if self._pool is not None:
             await self._pool.close()
+
+
+class _DatedConnection(asyncpg.Connection):  # type: ignore[misc]  # asyncpg has no type hints
+    """A connection that knows when it was opened (DriverPool recycles old ones)."""
+
+    __slots__ = ("opened_at",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.opened_at = time.monotonic()
 
 
 async def _as_lent(_conn: asyncpg.Connection) -> None:

@@ -272,6 +272,23 @@ async def test_a_sync_after_postgres_closed_the_pooled_connection_succeeds(setti
         await admin.close()
 
 
+async def test_the_sync_paths_connections_are_replaced_once_old(settings: Settings, database: str) -> None:
+    """As the engine's pool_recycle does: a connection older than its limit is closed as it comes
+    back, and the next use opens another; a younger one is lent again."""
+    pids = []
+    for recycle_s in (1800.0, 0.0):
+        pool = DriverPool(settings.database_url, size=1, recycle_s=recycle_s)
+        try:
+            for _ in range(2):
+                async with pool.connection() as conn:
+                    pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await pool.close()
+    kept, recycled = pids[:2], pids[2:]
+    assert kept[0] == kept[1]
+    assert recycled[0] != recycled[1]
+
+
 async def test_the_sync_paths_connections_stay_closed_once_the_app_stopped(settings: Settings, database: str) -> None:
     """A request still running as the app stops gets an error, not a pool of its own that
     nothing would ever close."""
