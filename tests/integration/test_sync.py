@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from schemas.sync import SyncResponse
+from schemas.sync import SyncRequest, SyncResponse
 from service import sync_batch
 from service.db import sync as sync_queries
 from service.db.tables import record_versions
@@ -564,6 +564,34 @@ async def test_the_same_batch_id_with_other_content_is_409(client: Client) -> No
 
     assert_problem(response, 409)
     assert (await get_record(client, tokens, "mood_checkin", second)).status_code == 404
+    assert (await manifest(client, tokens))["records"] == 1
+
+
+async def test_a_retry_of_a_batch_stored_under_the_earlier_request_hash_gets_its_answer(
+    client: Client, engine: AsyncEngine
+) -> None:
+    """Receipts stored before the request hash was made of fingerprints keep the earlier hash."""
+    tokens = await anonymous(client)
+    phone = Phone(client, tokens)
+    batch_id = new_id()
+    request = phone.request(
+        [upsert(new_id(), "mood_checkin", checkin()), upsert(new_id(), "nope", {})], batch_id=batch_id
+    )
+    first = await phone.post(request)
+    earlier = sync_batch._request_hash_before_fingerprints(msgspec.convert(request, SyncRequest))
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE sync_batches SET request_hash = :hash WHERE batch_id = :batch"),
+            {"hash": earlier, "batch": uuid.UUID(batch_id)},
+        )
+
+    again = await phone.post(request)
+    other = await phone.send([upsert(new_id(), "mood_checkin", checkin())], batch_id=batch_id)
+
+    assert again.status_code == 200, again.text
+    assert again.json()["results"] == first.json()["results"]
+    assert statuses(again.json()) == ["applied", "rejected"]
+    assert_problem(other, 409)
     assert (await manifest(client, tokens))["records"] == 1
 
 
