@@ -348,7 +348,9 @@ def _check_request(request: SyncRequest) -> None:
 def _request_hash(device_id: UUID, mutations: list[MutationIn], prepared: list[Mutation | Result]) -> bytes:
     """What makes two requests the same batch: the device and its mutations, each as its
     fingerprint (which names the device too; _prepare), or as sent when it was refused. Made of the
-    fingerprints rather than by encoding the request again: 1.2 us less per mutation."""
+    fingerprints rather than by encoding the request again: 1.2 us less per mutation. Like the
+    fingerprints, it follows what validation makes of a record: a release that changes that must
+    match a retry's receipt by the earlier form too, as _request_hash_before_fingerprints does."""
     digest = hashlib.sha256(device_id.bytes)
     for sent, mutation in zip(mutations, prepared, strict=True):
         digest.update(
