@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from typing import Annotated, Any
@@ -22,16 +23,10 @@ def text(*, max_length: int, min_length: int = 0, description: str | None = None
 
 ShortText = Annotated[str, text(max_length=200)]
 
-# What a Meta may hold (msgspec.Meta's arguments), to make one again without its pattern.
-_META_ARGUMENTS = (
-    "gt", "ge", "lt", "le", "multiple_of", "pattern", "min_length", "max_length", "tz",
-    "title", "description", "examples", "extra_json_schema", "extra",
-)  # fmt: skip
-# The options of msgspec.structs.StructConfig, which defstruct takes by the same names.
-_STRUCT_OPTIONS = (
-    "tag_field", "tag", "omit_defaults", "forbid_unknown_fields", "frozen", "eq", "order",
-    "repr_omit_defaults", "array_like", "gc", "weakref", "dict", "cache_hash",
-)  # fmt: skip
+# What a Meta may hold, to make one again without its pattern.
+_META_ARGUMENTS = tuple(inspect.signature(msgspec.Meta).parameters)
+# A Struct's options, which defstruct takes by the same names.
+_STRUCT_OPTIONS = tuple(name for name in dir(msgspec.structs.StructConfig) if not name.startswith("_"))
 _nul_free: dict[type[msgspec.Struct], type[msgspec.Struct]] = {}
 
 
