@@ -160,7 +160,9 @@ class Syncer:
             self._hold_key(user_id, start.key, key)
         if start.receipt is not None:
             stored = queries.open_batch(key, request.batch_id, start.receipt)
-            if stored.request_hash not in (request_hash, _request_hash_before_fingerprints(request)):
+            same = stored.request_hash == request_hash
+            # The earlier form is made only when the current one does not match.
+            if not same and stored.request_hash != _request_hash_before_fingerprints(request):
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
                 )
