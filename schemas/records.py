@@ -206,7 +206,6 @@ _TYPE_INFO = {
     for kinds in (KINDS, PATCH_KINDS, _NUL_FREE_KINDS, _NUL_FREE_PATCH_KINDS)
     for cls in kinds.values()
 }
-# "localtime" and "posixrules" are files of the host's zone database, not zone names a phone would send.
 # Each kind's defaults in stored form, for validate_merged.
 _DEFAULTS: dict[str, dict[str, Any]] = {
     kind: {
@@ -218,6 +217,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     }
     for kind, cls in KINDS.items()
 }
+# "localtime" and "posixrules" are files of the host's zone database, not zone names a phone would send.
 _TIMEZONES = frozenset(zoneinfo.available_timezones()) - {"localtime", "posixrules"}
 
 
