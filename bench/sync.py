@@ -269,13 +269,19 @@ class Lane:
                 await writer.wait_closed()
 
 
+class _Status(msgspec.Struct):
+    status: str
+
+
 class _Answer(msgspec.Struct):
-    """What the load generator reads of a sync answer."""
+    """What the load generator reads of a sync answer: each result's status, and the changes
+    only counted (checked as JSON, not built as objects). Building them cost the load generator
+    60 us per updates answer, taken from the cores the server runs on."""
 
     cursor: str
     has_more: bool
-    results: list[dict[str, Any]]
-    changes: list[dict[str, Any]]
+    results: list[_Status]
+    changes: list[msgspec.Raw]
 
 
 _answer = msgspec.json.Decoder(_Answer)
@@ -310,7 +316,7 @@ class Http:
             if answer is None:
                 return
             person.cursors[device_id] = answer.cursor
-            statuses = {r["status"] for r in answer.results}
+            statuses = {r.status for r in answer.results}
             if not statuses <= wanted:
                 self.errors.append(f"statuses {sorted(statuses)}")
 
