@@ -104,13 +104,7 @@ def apply_batch(
         records[mutation.id] = outcome.record
         entries = history.setdefault(mutation.id, {})
         for version in outcome.versions:
-            entries[version.version] = HistoryEntry(
-                version=version.version,
-                deleted=version.deleted,
-                data=version.data,
-                changed_at=version.changed_at,
-                device_id=version.device_id,
-            )
+            entries[version.version] = version
         written.extend(outcome.versions)
         applied_fingerprints[mutation.fingerprint] = outcome.record.version
         results.append(

@@ -68,15 +68,12 @@ class Conflict(msgspec.Struct, kw_only=True):
     resolution: Resolution
 
 
-class Written(msgspec.Struct, kw_only=True):
-    """A version to append to history."""
+class Written(HistoryEntry, kw_only=True):
+    """A version to append to history. It is a HistoryEntry as it stands, so a later mutation of
+    the same record in the batch reads it without a copy being made for each version."""
 
     record_id: UUID
     kind: str
-    version: int
-    deleted: bool
-    data: dict[str, Any]
-    changed_at: datetime
     device_id: UUID
     fingerprint: bytes | None
 
