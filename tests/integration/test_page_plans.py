@@ -99,3 +99,30 @@ async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: L
         assert await conn.scalar(text("SHOW enable_bitmapscan")) == "off"
     async with pool.connection() as driver:
         assert await driver.fetchval("SHOW enable_bitmapscan") == "off"
+
+
+async def test_a_batchs_start_is_not_compiled_however_costly_postgres_thinks_it(
+    settings: Settings, database: str
+) -> None:
+    """Postgres compiles a statement it thinks costly (jit_above_cost) at every run, and thinks a
+    batch's start costly once the tables are big, whoever's rows it reads. Here the threshold is
+    brought down to any cost: a connection with Postgres's defaults compiles the start (on a
+    server that can compile), the API's never do."""
+    start = (uuid.uuid4(), [uuid.uuid4()], [b"\0" * 32], [0], uuid.uuid4(), 0, 500)
+
+    async def compiled(server_settings: dict[str, str]) -> tuple[bool, bool]:
+        """Whether the start was compiled, and whether this connection could compile."""
+        pool = DriverPool(settings.database_url, size=1, server_settings=server_settings)
+        try:
+            async with pool.connection() as driver:
+                await driver.execute("SET jit_above_cost = 0")
+                plan = await driver.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + queries._START, *start)
+                # True only with a JIT provider installed and `jit` on.
+                can_compile = await driver.fetchval("SELECT pg_jit_available()")
+        finally:
+            await pool.close()
+        return "JIT" in json.loads(plan)[0], can_compile
+
+    by_default, server_compiles = await compiled({})
+    assert by_default == server_compiles
+    assert await compiled(API_SERVER_SETTINGS) == (False, False)
