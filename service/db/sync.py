@@ -193,15 +193,12 @@ def _remember(position: str) -> str:
 
 
 # A UNION's untyped nulls take their types from its parts two at a time, from the first: the page's
-# columns are null in both the head's row and the targets', and would be taken as text there, which
-# they are not. The head's row types them as the page's (CHANGE_COLUMNS and seq): a mismatch fails
-# every batch's read.
-_PAGE_NULLS = (
-    "NULL::uuid, NULL::text, NULL::int, NULL::bool, NULL::text, NULL::bytea, NULL::timestamptz, NULL::timestamptz, "
-    "NULL::bigint"
-)
+# columns are null in both the head's row and the targets', and would be taken as text there. The
+# head's row takes them, typed, from a page of no rows (`WHERE false`, which Postgres plans as no
+# scan at all).
 _START_ROWS = f"""
-SELECT head.*, {_nulls(_PAGE_AT - _TARGET_AT)}, {_PAGE_NULLS} FROM head
+SELECT head.*, {_nulls(_PAGE_AT - _TARGET_AT)}, p.*
+FROM head LEFT JOIN (SELECT {CHANGE_COLUMNS}, seq FROM records WHERE false) p ON true
 UNION ALL
 SELECT {_nulls(_TARGET_AT)}, t.*, {_nulls(_PAGE_SEQ + 1)} FROM ({_TARGETS}) t
 WHERE (SELECT request_hash FROM head) IS NULL
