@@ -89,7 +89,7 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
 
 
 async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: Litestar, database: str) -> None:
-    """Both the sync path's connections and the engine's."""
+    """Both the sync path's connections and the engine's, which compile no statement either."""
     provided_engine, provided_pool = app.dependencies["engine"], app.dependencies["driver_pool"]
     assert isinstance(provided_engine, Provide)
     assert isinstance(provided_pool, Provide)
@@ -97,8 +97,10 @@ async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: L
     pool: DriverPool = provided_pool.dependency()
     async with engine.connect() as conn:
         assert await conn.scalar(text("SHOW enable_bitmapscan")) == "off"
+        assert await conn.scalar(text("SHOW jit")) == "off"
     async with pool.connection() as driver:
         assert await driver.fetchval("SHOW enable_bitmapscan") == "off"
+        assert await driver.fetchval("SHOW jit") == "off"
 
 
 async def test_a_batchs_start_is_not_compiled_however_costly_postgres_thinks_it(
