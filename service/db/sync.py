@@ -150,8 +150,6 @@ LEFT JOIN sync_batches b ON b.user_id = $1 AND b.batch_id = $5
 """
 # Where each part of a row of _START begins; in a page's part, the change number follows CHANGE_COLUMNS.
 _TARGET_AT, _PAGE_AT, _PAGE_SEQ = 7, 25, 8
-# A target's row has its mutation's fingerprint (q.fingerprint of _TARGETS), which is never null.
-_TARGET_MARK = _TARGET_AT + 9
 
 
 def _nulls(count: int) -> str:
@@ -234,12 +232,14 @@ async def read_start(
     head = next(row for row in rows if row[0] is not None)
     fresh = head[0] == head[1]
     page = sorted((row[_PAGE_AT:] for row in rows if row[_PAGE_AT] is not None), key=lambda change: change[_PAGE_SEQ])
+    # The rest are the targets': the head's last_seq and a page's id are never null.
+    targets = [row[_TARGET_AT:_PAGE_AT] for row in rows if row[0] is None and row[_PAGE_AT] is None]
     return Start(
         last_seq=int(head[0]),
         key=WrappedKey(head[2], head[3]) if head[2] is not None else None,
         now=head[4],
         receipt=(head[5], head[6]) if head[5] is not None else None,
-        targets=[row[_TARGET_AT:_PAGE_AT] for row in rows if row[_TARGET_MARK] is not None] if fresh else None,
+        targets=targets if fresh else None,
         page=page if fresh else None,
     )
 

@@ -83,7 +83,8 @@ def _common_suffix(a: str, b: str, c: str, start: int) -> int:
 
 
 def _is_boundary(text: str, at: int) -> bool:
-    """Whether a token of `text` ends at `at`: set by the characters either side alone."""
+    """Whether `at` is an edge between tokens of `text` (its start and end are): set by the
+    characters either side alone."""
     if at <= 0 or at >= len(text):
         return True
     token = _TOKENS.match(text, at - 1, at + 1)

@@ -6,6 +6,7 @@ import json
 import uuid
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.di import Provide
 from sqlalchemy import text
@@ -126,5 +127,7 @@ async def test_a_batchs_start_is_not_compiled_however_costly_postgres_thinks_it(
         return "JIT" in json.loads(plan)[0], can_compile
 
     by_default, server_compiles = await compiled({})
-    assert by_default == server_compiles
+    if not server_compiles:
+        pytest.skip("this Postgres has no JIT provider: nothing would be compiled on any connection")
+    assert by_default, "with Postgres's defaults, the start is compiled"
     assert await compiled(API_SERVER_SETTINGS) == (False, False)

@@ -59,9 +59,7 @@ class Store:
         outcome = apply_mutation(self.record, self.history, m, POLICY)
         self.record = outcome.record
         for v in outcome.versions:
-            self.history[v.version] = HistoryEntry(
-                version=v.version, deleted=v.deleted, data=v.data, changed_at=v.changed_at, device_id=v.device_id
-            )
+            self.history[v.version] = v
         return outcome
 
     @property
