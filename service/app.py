@@ -22,7 +22,7 @@ from service.api.devices import DeviceController
 from service.api.health import healthz, readyz
 from service.api.metrics import metrics
 from service.api.records import RecordController
-from service.api.sync import SyncController
+from service.api.sync import SYNCER, SyncController
 from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
@@ -77,6 +77,13 @@ def create_app(settings: Settings) -> Litestar:
             stack.push_async_callback(redis.aclose)
             yield
 
+    syncer = Syncer(
+        pool=driver_pool,
+        tombstone_retention=timedelta(days=settings.tombstone_retention_days),
+        master_keys=master_keys,
+        on_applied=api_metrics.observe_sync,
+    )
+
     def singleton(value: object) -> Provide:
         return Provide(lambda: value, use_cache=True, sync_to_thread=False)
 
@@ -101,14 +108,6 @@ def create_app(settings: Settings) -> Litestar:
             "sessions": singleton(sessions),
             "login_throttle": singleton(throttle),
             "master_keys": singleton(master_keys),
-            "syncer": singleton(
-                Syncer(
-                    pool=driver_pool,
-                    tombstone_retention=timedelta(days=settings.tombstone_retention_days),
-                    master_keys=master_keys,
-                    on_applied=api_metrics.observe_sync,
-                )
-            ),
             "api_metrics": singleton(api_metrics),
             "health_check": singleton(
                 HealthCheck(
@@ -135,7 +134,7 @@ def create_app(settings: Settings) -> Litestar:
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
         logging_config=None,
-        state=State({"settings": settings}),
+        state=State({"settings": settings, SYNCER: syncer}),
     )
     # Outermost, around routing and auth: every answer gets a request id.
     app.asgi_handler = RequestContext(app.asgi_handler, observe=api_metrics.observe_request)

@@ -76,9 +76,8 @@ POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finaliz
 
 
 class Syncer:
-    """Sync round trips on connections of the pool it is given. The sync handler asks for this
-    alone: Litestar resolves two or more dependencies of a handler concurrently, in a task group
-    whose set-up cost more than a pull of a page."""
+    """Sync round trips on connections of the pool it is given. The sync handler takes it from
+    the app's state rather than as a dependency (service.api.sync.SyncController.sync)."""
 
     def __init__(
         self,

@@ -12,11 +12,12 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from litestar import Controller, Request, Response, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody
+from litestar.response.base import ASGIResponse
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,8 @@ from service.envelope import MasterKeys
 from service.problems import ProblemError, problem_specs
 from service.sync_batch import Syncer
 
+# The key of the app's Syncer in the app's state (service.app.create_app).
+SYNCER = "syncer"
 JSON = "application/json"
 MSGPACK = "application/msgpack"
 _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
@@ -117,16 +120,18 @@ class SyncController(Controller):
         description="The body is a SyncRequest as application/json or application/msgpack; "
         "the answer follows Accept, else the request's content type.",
     )
-    async def sync(
-        self,
-        request: Request[Principal, Token, Any],
-        syncer: NamedDependency[Syncer],
-    ) -> Response[bytes]:
-        """Push this device's queued mutations and pull every change it has not seen."""
+    async def sync(self, request: Request[Principal, Token, Any]) -> ASGIResponse:
+        """Push this device's queued mutations and pull every change it has not seen.
+
+        The Syncer comes from the app's state (create_app), not as a dependency, and the answer
+        is returned as the bytes to send: Litestar's resolving of a dependency and its making of
+        a Response were together a twentieth of the API's work for a sync that pulls nothing
+        (counted in instructions, callgrind), the commonest request of a phone in use."""
         sync_request, media_type, nul_free = decode_request(request.headers.get("content-type"), await request.body())
+        syncer: Syncer = request.app.state[SYNCER]
         answer = await syncer.sync(request.user.user_id, sync_request, nul_free=nul_free)
         answer_type = _answer_type(request, media_type)
-        return Response(_encoders[answer_type].encode(answer), media_type=answer_type)
+        return ASGIResponse(body=_encoders[answer_type].encode(answer), media_type=answer_type)
 
     @get("/batches/{batch_id:uuid}", responses=problem_specs(401, 404))
     async def receipt(
