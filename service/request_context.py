@@ -6,13 +6,13 @@ This wraps the whole ASGI app, outside routing and authentication, so that
 
 from __future__ import annotations
 
+import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 
 import structlog
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,6 +20,7 @@ log = structlog.get_logger("kindsync.request")
 UNMATCHED_ROUTE = "unmatched"
 
 REQUEST_ID_HEADER = "x-request-id"
+REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -35,7 +36,7 @@ class RequestContext:
             return
         # Headers are bytes from the client: anything not a short plain id is replaced.
         offered = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
-        request_id = offered if _SAFE_ID.match(offered) else uuid.uuid4().hex
+        request_id = offered if _SAFE_ID.match(offered) else secrets.token_hex(16)  # as uuid4().hex, in C
         started = time.perf_counter()
         status = 500
 
@@ -43,18 +44,24 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)[REQUEST_ID_HEADER] = request_id
+                # The app sets no request id of its own: the header is added, not looked for first.
+                message["headers"] = [*message.get("headers", ()), (REQUEST_ID_HEADER_BYTES, request_id.encode())]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self._app(scope, receive, send_with_id)
-            finally:
-                elapsed = time.perf_counter() - started
-                method = scope.get("method", "")
+        # Bound and reset by hand, and the request's line made only when it is written: structlog's
+        # context manager and a line dropped by its level filter were together a twentieth of the
+        # API's work for a sync that pulls nothing (counted in instructions, callgrind).
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self._app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            method = scope.get("method", "")
+            if log.isEnabledFor(logging.INFO):
                 log.info(
                     "request", method=method, path=scope["path"], status=status, duration_ms=round(elapsed * 1000, 2)
                 )
-                if self._observe is not None:
-                    # The router fills in the template; an unmatched path must not become a label of its own.
-                    self._observe(scope.get("path_template") or UNMATCHED_ROUTE, method, status, elapsed)
+            structlog.contextvars.reset_contextvars(**bound)
+            if self._observe is not None:
+                # The router fills in the template; an unmatched path must not become a label of its own.
+                self._observe(scope.get("path_template") or UNMATCHED_ROUTE, method, status, elapsed)

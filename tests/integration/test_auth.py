@@ -16,6 +16,7 @@ import httpx
 import jwt
 import msgspec
 import pytest
+import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -473,6 +474,45 @@ async def test_alg_none_token_is_401(client: Client) -> None:
 # --- privacy -----------------------------------------------------------------
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+async def test_a_requests_log_line_carries_its_id_and_the_id_ends_with_the_request(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An operator finds a request's line by the id its answer carried. The app runs in this
+    test's own task (serve), so an id left bound after the answer would be on the next line."""
+    capfd.readouterr()
+    async with other_app(msgspec.structs.replace(settings, log_level="INFO")) as app:
+        answered = await app.get("/healthz", headers={"X-Request-ID": "trace-42"})
+        structlog.get_logger("kindsync.test").info("after_the_request")
+    events = json_lines(capfd.readouterr().out)
+
+    assert answered.headers["x-request-id"] == "trace-42"
+    requests = [event for event in events if event.get("event") == "request"]
+    assert [(e.get("path"), e.get("status"), e.get("request_id")) for e in requests] == [("/healthz", 200, "trace-42")]
+    [after] = [event for event in events if event.get("event") == "after_the_request"]
+    assert "request_id" not in after, after
+
+
+async def test_requests_are_not_logged_above_info(settings: Settings, capfd: pytest.CaptureFixture[str]) -> None:
+    capfd.readouterr()
+    async with other_app(msgspec.structs.replace(settings, log_level="WARNING")) as app:
+        assert (await app.get("/healthz")).status_code == 200
+        structlog.get_logger("kindsync.test").warning("after_the_request")
+    events = json_lines(capfd.readouterr().out)
+
+    # The warning shows that lines are written at all; the request's line is below the level.
+    assert [event.get("event") for event in events] == ["after_the_request"], events
+
+
 async def test_logs_never_hold_passwords_or_tokens(settings: Settings, capfd: pytest.CaptureFixture[str]) -> None:
     verbose = msgspec.structs.replace(settings, log_level="INFO")
     email = "privacy-check@example.org"
@@ -494,12 +534,7 @@ async def test_logs_never_hold_passwords_or_tokens(settings: Settings, capfd: py
     captured = capfd.readouterr()
     output = captured.out + captured.err
 
-    events = []
-    for line in captured.out.splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
+    events = json_lines(captured.out)
     logged_paths = {event.get("path") for event in events if event.get("event") == "request"}
     # The check below can only pass for the right reason if requests were logged at all.
     assert {"/v1/auth/signup", "/v1/auth/login", "/v1/auth/refresh", "/v1/auth/logout"} <= logged_paths, output
