@@ -33,6 +33,7 @@ from service.envelope import MasterKeys
 from service.health import HealthCheck
 from service.logs import configure_logging
 from service.metrics import ApiMetrics
+from service.outbox import RelayWake
 from service.problems import EXCEPTION_HANDLERS
 from service.queue import create_redis
 from service.request_context import RequestContext
@@ -75,13 +76,17 @@ def create_app(settings: Settings) -> Litestar:
             stack.push_async_callback(engine.dispose)
             stack.push_async_callback(driver_pool.close)
             stack.push_async_callback(redis.aclose)
+            # First, before the pool it sends on is closed.
+            stack.push_async_callback(relay_wake.close)
             yield
 
+    relay_wake = RelayWake(driver_pool)
     syncer = Syncer(
         pool=driver_pool,
         tombstone_retention=timedelta(days=settings.tombstone_retention_days),
         master_keys=master_keys,
         on_applied=api_metrics.observe_sync,
+        on_event=relay_wake.poke,
     )
 
     def singleton(value: object) -> Provide:

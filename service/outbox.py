@@ -2,10 +2,11 @@
 
 Postgres is the source of truth for events too: they are written in the
 transaction of the change they describe (the sync path's write statement,
-service/db/sync.py), with a NOTIFY on CHANNEL that wakes the relay at commit. The relay moves
-unpublished events to arq with the event id as the job id, under
-`FOR UPDATE SKIP LOCKED` so several relays can share the work; if Redis is
-down the events simply wait. Jobs may run more than once: each is idempotent.
+service/db/sync.py), and the API wakes the relay with a NOTIFY on CHANNEL after
+that commits (RelayWake). The relay moves unpublished events to arq with the
+event id as the job id, under `FOR UPDATE SKIP LOCKED` so several relays can
+share the work; if Redis is down the events simply wait. Jobs may run more than
+once: each is idempotent.
 """
 
 from __future__ import annotations
@@ -23,10 +24,61 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from schemas.jobs import EVENT_JOBS
+from service.db.engine import DriverPool
 
 log = structlog.get_logger(__name__)
 
 CHANNEL = "kindsync_outbox"
+# An API process wakes the relay at most this often, however many batches it writes.
+WAKE_EVERY_S = 0.05
+
+
+class RelayWake:
+    """Wakes the relay after writes that left events, at most once every `every_s`, with a NOTIFY
+    of its own.
+
+    A NOTIFY in the write's own transaction would make Postgres commit every such transaction one
+    at a time: from the NOTIFY to the end of its commit, WAL flush included, a transaction holds a
+    lock that every other notifying one waits for. With 16 clients on this machine, transactions
+    that notified committed 4,300-5,300 a second, against 11,500 that did not (pgbench); every sync
+    batch that changed records notified, whichever API process, whichever person. A NOTIFY alone
+    writes no WAL, so it holds that lock for an instant.
+
+    The first write after a quiet spell wakes the relay at once; writes within the next `every_s`
+    wake it once more at its end. A wake-up that fails (Postgres unreachable) is logged, and the
+    relay's own polling finds the events instead: nothing is lost either way.
+    """
+
+    def __init__(self, pool: DriverPool, *, every_s: float = WAKE_EVERY_S) -> None:
+        self._pool = pool
+        self._every_s = every_s
+        self._asked = False
+        self._waking: asyncio.Task[None] | None = None
+
+    def poke(self) -> None:
+        """A write that left events has committed: the relay hears of it within `every_s`."""
+        self._asked = True
+        if self._waking is None:
+            self._waking = asyncio.get_running_loop().create_task(self._wake())
+
+    async def close(self) -> None:
+        if self._waking is not None:
+            self._waking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._waking
+
+    async def _wake(self) -> None:
+        try:
+            while self._asked:
+                self._asked = False
+                try:
+                    async with self._pool.connection() as conn:
+                        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, RuntimeError) as error:
+                    log.warning("outbox_wake_failed", error=type(error).__name__)
+                await asyncio.sleep(self._every_s)
+        finally:
+            self._waking = None
 
 
 async def prune(conn: AsyncConnection, older_than: timedelta) -> int:

@@ -14,7 +14,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
@@ -75,6 +75,14 @@ def _finalize(kind: str, data: dict[str, Any]) -> dict[str, Any]:
 POLICY = Policy(long_text=kinds.LONG_TEXT_FIELDS, sets=kinds.SET_FIELDS, finalize=_finalize, complete=derive)
 
 
+class Answered(NamedTuple):
+    """A round trip's answer, and whether its batch wrote changes (and with them an event for the
+    workers)."""
+
+    response: SyncResponse
+    wrote_event: bool = False
+
+
 class Syncer:
     """Sync round trips on connections of the pool it is given. The sync handler takes it from
     the app's state rather than as a dependency (service.api.sync.SyncController.sync)."""
@@ -86,12 +94,15 @@ class Syncer:
         tombstone_retention: timedelta,
         master_keys: MasterKeys,
         on_applied: Callable[[list[MutationResult]], None] | None = None,
+        on_event: Callable[[], None] | None = None,
     ) -> None:
         self._pool = pool
         self._retention = tombstone_retention
         self._master = master_keys
         # Told of each newly applied batch's results (not of replays): the metrics count them.
         self._on_applied = on_applied
+        # Told when a batch that left an event for the workers has committed: the relay is woken.
+        self._on_event = on_event
         # The data keys of people who wrote lately, as stored and opened, with when they were read,
         # the least lately read first: a batch of new records is then written with nothing read
         # first (_run_new).
@@ -114,7 +125,7 @@ class Syncer:
             connect = self._pool.transaction if locked and request.mutations else self._pool.connection
             try:
                 async with connect() as conn:
-                    answer = await self.run(conn, user_id, request, lock=locked, nul_free=nul_free)
+                    answered = await self.run(conn, user_id, request, lock=locked, nul_free=nul_free)
             except asyncpg.UniqueViolationError as error:
                 # A retry of this batch ran meanwhile: run again, which answers what it stored.
                 if attempt == ATTEMPTS or not queries.is_batch_written_meanwhile(error):
@@ -124,13 +135,16 @@ class Syncer:
                 if owner_gone(error):
                     raise ProblemError(401, "unauthorized", "This account no longer exists.") from None
                 raise
-            if answer is not None:
-                return answer
+            if answered is not None:
+                # Committed now, under the lock too: a relay woken earlier could find nothing yet.
+                if answered.wrote_event and self._on_event is not None:
+                    self._on_event()
+                return answered.response
         raise AssertionError("unreachable: a batch under the lock is never overtaken")
 
     async def run(
         self, conn: Driver, user_id: UUID, request: SyncRequest, *, lock: bool = False, nul_free: bool = False
-    ) -> SyncResponse | None:
+    ) -> Answered | None:
         """On `conn`, an asyncpg connection (queries.Driver). With `lock`, in a transaction, under
         the person's lock; without it, statement by statement, and None when another write came
         between the batch's read and its write (nothing was written: run it again)."""
@@ -139,7 +153,7 @@ class Syncer:
         after = self._position(request.cursor, now)
         if not request.mutations:
             # The person's key is read with the page (queries.pull).
-            return await self._pull(conn, user_id, self._master, request, after, None, None, [], now)
+            return Answered(await self._pull(conn, user_id, self._master, request, after, None, None, [], now))
 
         # Checked before the start is read: under the lock, the lock is held only for the statements.
         prepared = [_prepare(user_id, request.device_id, m, now, nul_free) for m in request.mutations]
@@ -147,9 +161,9 @@ class Syncer:
         request_hash = _request_hash(request.device_id, request.mutations, prepared)
         held = None if lock else self._held_key(user_id)
         if held is not None and all(m.base_version == 0 for m in mutations):
-            answer = await self._run_new(conn, user_id, request, prepared, held, request_hash, after, now)
-            if answer is not None:
-                return answer
+            answered = await self._run_new(conn, user_id, request, prepared, held, request_hash, after, now)
+            if answered is not None:
+                return answered
         start = await queries.read_start(
             conn, user_id, request.batch_id, mutations, lock=lock, after=after, limit=request.pull_limit
         )
@@ -165,7 +179,9 @@ class Syncer:
                 raise ProblemError(
                     409, "batch-conflict", "This batch_id was already used for a batch with other content."
                 )
-            return await self._pull(conn, user_id, key, request, after, last_seq, last_seq, stored.results, now)
+            return Answered(
+                await self._pull(conn, user_id, key, request, after, last_seq, last_seq, stored.results, now)
+            )
 
         targets = (
             queries.open_targets(key, start.targets)
@@ -194,7 +210,8 @@ class Syncer:
             start,
         ):
             return None
-        return await self._answer(conn, user_id, key, request, after, (last_seq, own_up_to), results, page, now)
+        answer = await self._answer(conn, user_id, key, request, after, (last_seq, own_up_to), results, page, now)
+        return Answered(answer, wrote_event=bool(changed))
 
     async def _run_new(
         self,
@@ -206,7 +223,7 @@ class Syncer:
         request_hash: bytes,
         after: int,
         now: datetime,
-    ) -> SyncResponse | None:
+    ) -> Answered | None:
         """A batch of new records (each mutation a create, on base version 0) from a person whose
         data key this process holds: nothing is read before the write (queries.save_new_batch).
         None, with nothing written, when a record was not new after all, the batch is a retry, the
@@ -241,7 +258,8 @@ class Syncer:
             return None
         page = _page_of(saved.page, key[1], request, after, saved.last_seq, changed)
         numbers = (saved.last_seq - len(changed), saved.last_seq)
-        return await self._answer(conn, user_id, key[1], request, after, numbers, results, page, now)
+        answer = await self._answer(conn, user_id, key[1], request, after, numbers, results, page, now)
+        return Answered(answer, wrote_event=bool(changed))
 
     async def _answer(
         self,

@@ -26,7 +26,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from schemas.jobs import RECORDS_CHANGED
 from schemas.sync import Change, HistoryVersion, MutationResult
-from service import outbox
 from service.envelope import DataKey, MasterKeys, Sealer, WrappedKey, reveal
 from service.sync.merge import DELETED, ZERO_DEVICE
 from service.sync.model import HistoryEntry, Mutation, Record, Stamp, Written
@@ -483,26 +482,27 @@ class Receipt(msgspec.Struct, frozen=True):
 
 
 # One statement writes all of a batch: its versions and the new current states, the person's last
-# change number, the event for the workers (with a wake-up for the relay at commit) and the
-# batch's receipt; or none of it, when the person's last change number cannot be claimed (see
-# save_batch and save_new_batch, which claim it differently). The rows go in as one JSON
-# document, which msgspec writes in one call, rather than as a dozen typed arrays that asyncpg
-# encodes value by value in Python. Postgres reads it as jsonb: parsed once, each record's data is
-# then taken as it is (json_to_recordset would parse every nested object again, and took twice the
-# time). The sealed blobs, fingerprints and stamps, most of the bytes, go beside it as a binary
-# array (zipped row by row with ROWS FROM), not as text for Postgres to parse: stamps as JSON
-# were half the document and a third of its time. Each row's three are one element (_row_bytes):
-# asyncpg looks at each element of an array in Python (is it an array itself?), and three arrays
-# of a hundred took it 130 us a batch more than one (40 to 90 us more than making the elements).
-# A row's change number is its place among the batch's $3 changes, counted on from the last change
-# number before the claim. The event names the change numbers the batch took, not its records:
-# the workers read what they need from the records still at those numbers (workers/jobs/events.py).
+# change number, the event for the workers and the batch's receipt; or none of it, when the person's
+# last change number cannot be claimed (see save_batch and save_new_batch, which claim it
+# differently). The rows go in as one JSON document, which msgspec writes in one call, rather than
+# as a dozen typed arrays that asyncpg encodes value by value in Python. Postgres reads it as jsonb:
+# parsed once, each record's data is then taken as it is (json_to_recordset would parse every nested
+# object again, and took twice the time). The sealed blobs, fingerprints and stamps, most of the
+# bytes, go beside it as a binary array (zipped row by row with ROWS FROM), not as text for Postgres
+# to parse: stamps as JSON were half the document and a third of its time. Each row's three are one
+# element (_row_bytes): asyncpg looks at each element of an array in Python (is it an array
+# itself?), and three arrays of a hundred took it 130 us a batch more than one (40 to 90 us more
+# than making the elements). A row's change number is its place among the batch's $3 changes,
+# counted on from the last change number before the claim. The event names the change numbers the
+# batch took, not its records: the workers read what they need from the records still at those
+# numbers (workers/jobs/events.py).
+# The relay is woken after the commit, not by a NOTIFY in the statement (service.outbox.RelayWake).
 #
-# Both statements share $1 to $13; `updated_at` is what the new states are stamped with.
+# Both statements share $1 to $12; `updated_at` is what the new states are stamped with.
 _WRITES = """
 v AS (
     SELECT record_id, version, kind, coalesce(deleted, false) AS deleted, data, changed_at,
-           coalesce(device_id, $13) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
+           coalesce(device_id, $12) AS device_id, coalesce(record_changed_at, changed_at) AS record_changed_at,
            (SELECT last_seq FROM claimed) - $3::bigint + seq AS seq, new,
            nullif(substring(b FROM 6 FOR get_byte(b, 0)), '') AS fingerprint,
            nullif(substring(b FROM 6 + get_byte(b, 0) FOR stamps_length), '') AS stamps,
@@ -510,7 +510,7 @@ v AS (
     FROM ROWS FROM (
         jsonb_to_recordset($2::jsonb) AS (r uuid, v int, k text, d jsonb, t timestamptz, x bool, w uuid,
             rt timestamptz, s bigint, n bool),
-        unnest($12::bytea[])
+        unnest($11::bytea[])
     ) AS saved(record_id, version, kind, data, changed_at, deleted, device_id, record_changed_at, seq, new, b),
     LATERAL (SELECT (get_byte(b, 1) << 24) + (get_byte(b, 2) << 16) + (get_byte(b, 3) << 8) + get_byte(b, 4)
              AS stamps_length) AS header
@@ -543,43 +543,42 @@ v AS (
     INSERT INTO outbox (user_id, kind, payload)
     SELECT $1, $10, jsonb_build_object('after', last_seq - $3::bigint, 'up_to', last_seq)
     FROM claimed WHERE $10::text IS NOT NULL
-    RETURNING id
 )"""
 
-# Claimed only if the person's last change number is still the one the batch started from ($15),
-# and the device's new position ($14) remembered when it is known before the write.
+# Claimed only if the person's last change number is still the one the batch started from ($14),
+# and the device's new position ($13) remembered when it is known before the write.
 _SAVE_BATCH = f"""
 WITH claimed AS (
-    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $15::bigint + $3::bigint)
-    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $15
+    INSERT INTO sync_state (user_id, last_seq) VALUES ($1, $14::bigint + $3::bigint)
+    ON CONFLICT (user_id) DO UPDATE SET last_seq = excluded.last_seq WHERE sync_state.last_seq = $14
     RETURNING last_seq
-), {_WRITES.format(updated_at="$16")},
-{_remember("SELECT $1, $13, $14 WHERE $14::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)")}
-SELECT EXISTS (SELECT FROM claimed), (SELECT count(pg_notify($11, '')) FROM event)
+), {_WRITES.format(updated_at="$15")},
+{_remember("SELECT $1, $12, $13 WHERE $13::bigint IS NOT NULL AND EXISTS (SELECT FROM claimed)")}
+SELECT EXISTS (SELECT FROM claimed)
 """  # noqa: S608
 
 # A batch of new records needs nothing read before its write: the next change numbers are taken
 # whatever the last one is (waiting for a write still running, as the person's lock would), the
-# key the rows are sealed with must still be the person's ($16, as stored; locked, so that an
+# key the rows are sealed with must still be the person's ($15, as stored; locked, so that an
 # erase destroying it meanwhile is waited for and seen), and the page of changes after the
-# device's position ($14, up to $15 of them) is read in the statement's snapshot. That page is
+# device's position ($13, up to $14 of them) is read in the statement's snapshot. That page is
 # whole only when the snapshot holds every change before the claimed ones (`fresh`): the device's
 # new position is then remembered here, as a pull would (_page_end).
 _SAVE_NEW_BATCH = f"""
 WITH claimed AS (
     INSERT INTO sync_state (user_id, last_seq)
-    SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $16 FOR KEY SHARE
+    SELECT $1, $3 FROM data_keys WHERE user_id = $1 AND wrapped = $15 FOR KEY SHARE
     ON CONFLICT (user_id) DO UPDATE SET last_seq = sync_state.last_seq + excluded.last_seq
     RETURNING last_seq
-), {_WRITES.format(updated_at="now()")}, page AS ({_page(after="$14", limit="$15")}), fresh AS (
+), {_WRITES.format(updated_at="now()")}, page AS ({_page(after="$13", limit="$14")}), fresh AS (
     SELECT last_seq FROM claimed WHERE last_seq - $3::bigint = {_SEEN}
-), {_page_end(after="$14", limit="$15", own_up_to="(SELECT last_seq FROM fresh)")},
-{_remember("SELECT $1, $13, seq FROM position WHERE EXISTS (SELECT FROM fresh)")}
-SELECT c.last_seq, (SELECT count(pg_notify($11, '')) FROM event), EXISTS (SELECT FROM fresh), page.*
+), {_page_end(after="$13", limit="$14", own_up_to="(SELECT last_seq FROM fresh)")},
+{_remember("SELECT $1, $12, seq FROM position WHERE EXISTS (SELECT FROM fresh)")}
+SELECT c.last_seq, EXISTS (SELECT FROM fresh), page.*
 FROM claimed c LEFT JOIN page ON EXISTS (SELECT FROM fresh) ORDER BY page.seq
 """  # noqa: S608
 # Where a new record's part of a _SAVE_NEW_BATCH row begins.
-_NEW_PAGE_AT = 3
+_NEW_PAGE_AT = 2
 
 
 def _write_arguments(
@@ -590,7 +589,7 @@ def _write_arguments(
     receipt: Receipt,
     device_id: UUID,
 ) -> tuple[Any, ...]:
-    """$1 to $13 of both write statements (_WRITES). Each version goes with its sealed blob; the
+    """$1 to $12 of both write statements (_WRITES). Each version goes with its sealed blob; the
     newest of each changed record also carries its place among the changes (and its stamps), and
     becomes the record's current state, a plain insert unless its id is in `stored`."""
     current = {record.id: (place, record) for place, record in enumerate(changed, 1)}
@@ -625,7 +624,6 @@ def _write_arguments(
         sum(r.status == "merged" for r in results),
         sum(r.status == "rejected" for r in results),
         RECORDS_CHANGED if changed else None,
-        outbox.CHANNEL,
         row_bytes,
         device_id,
     )
@@ -669,7 +667,7 @@ async def save_batch(
     The receipt is sealed (msgpack) since it repeats records and conflicts.
     """
     device_id, position = device
-    claimed, _ = await conn.fetchrow(
+    claimed = await conn.fetchval(
         _SAVE_BATCH,
         *_write_arguments(key, written, changed, stored, receipt, device_id),
         position,
@@ -721,7 +719,7 @@ async def save_new_batch(
     head = found[0]
     return NewBatch(
         last_seq=head[0],
-        page=[row[_NEW_PAGE_AT:] for row in found if row[_NEW_PAGE_AT] is not None] if head[2] else None,
+        page=[row[_NEW_PAGE_AT:] for row in found if row[_NEW_PAGE_AT] is not None] if head[1] else None,
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,8 +19,9 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db.engine import DriverPool
 from service.db.tables import notifications, outbox
-from service.outbox import CHANNEL, Relay
+from service.outbox import CHANNEL, WAKE_EVERY_S, Relay, RelayWake
 from service.queue import create_redis
 from service.settings import Settings
 from tests.integration.conftest import Client, anonymous, bearer
@@ -187,21 +190,75 @@ async def _queue_empty(redis: ArqRedis) -> bool:
     return bool(await redis.zcard("arq:queue") == 0)
 
 
-async def test_a_batch_that_changes_records_wakes_the_relay_at_commit(client: Client, settings: Settings) -> None:
-    """The relay sleeps until Postgres tells it that events were written: a synced change must
-    wake it (else its events wait for the relay's next poll), a pull alone must not."""
+@asynccontextmanager
+async def listening(settings: Settings) -> AsyncIterator[asyncio.Queue[str]]:
+    """The relay's side: each NOTIFY on the outbox channel, as it arrives."""
     dsn = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
     listener = await asyncpg.connect(dsn)
     woken: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener(CHANNEL, lambda *args: woken.put_nowait(args[2]))
     try:
+        yield woken
+    finally:
+        await listener.close()
+
+
+async def test_a_batch_that_changes_records_wakes_the_relay_after_its_commit(
+    client: Client, settings: Settings, engine: AsyncEngine
+) -> None:
+    """The relay sleeps until it is told that events were written: a synced change must wake it
+    (else its events wait for the relay's next poll), once its event can be read, and a pull
+    alone must not."""
+    await asyncio.sleep(2 * WAKE_EVERY_S)  # a wake-up still due from an earlier test has gone out
+    async with listening(settings) as woken:
         phone = Phone(client, await anonymous(client))
         pull = {"device_id": phone.device, "batch_id": str(uuid.uuid4()), "mutations": []}
         assert (await client.post("/v1/sync", json=pull, headers=bearer(phone.tokens))).status_code == 200
+        await asyncio.sleep(2 * WAKE_EVERY_S)
+        assert woken.empty(), "a pull woke the relay"
+        before = await _event_ids(engine)
         await phone.send(str(uuid.uuid4()), experiment(None))
 
         assert await asyncio.wait_for(woken.get(), timeout=5) == CHANNEL
-        await asyncio.sleep(0.2)
-        assert woken.empty(), "one batch, one wake-up; the pull woke nobody"
+        assert len(await _event_ids(engine)) == len(before) + 1, "woken before the event could be read"
+        await asyncio.sleep(4 * WAKE_EVERY_S)
+        assert woken.empty(), "one batch, one wake-up"
+
+
+async def test_writes_close_together_wake_the_relay_once_per_moment(settings: Settings) -> None:
+    """Every sync batch that writes changes pokes the wake-up; the relay hears once for all the
+    pokes before it is woken, and once more for those that came while it was being woken."""
+    pool = DriverPool(settings.database_url, size=1)
+    wake = RelayWake(pool, every_s=0.3)
+    try:
+        async with listening(settings) as woken:
+            for _ in range(50):
+                wake.poke()
+            assert await asyncio.wait_for(woken.get(), timeout=5) == CHANNEL
+            wake.poke()
+            wake.poke()
+            await asyncio.sleep(0.15)
+            assert woken.empty(), "woken again within the moment"
+            assert await asyncio.wait_for(woken.get(), timeout=5) == CHANNEL
+            await asyncio.sleep(0.6)
+            assert woken.empty(), "woken with nothing new written"
     finally:
-        await listener.close()
+        await wake.close()
+        await pool.close()
+
+
+async def test_a_wake_up_that_cannot_be_sent_is_logged_and_given_up(
+    settings: Settings, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The events stay in the outbox, where the relay's polling finds them."""
+    pool = DriverPool(settings.database_url, size=1)
+    await pool.close()
+    wake = RelayWake(pool, every_s=0.05)
+    capfd.readouterr()
+    wake.poke()
+    await asyncio.sleep(0.2)
+    await wake.close()
+    output = capfd.readouterr().out
+
+    assert "outbox_wake_failed" in output, output
+    assert "Traceback" not in output, output

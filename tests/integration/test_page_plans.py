@@ -72,7 +72,6 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
                         0,
                         0,
                         None,
-                        "",
                         [],
                         uuid.uuid4(),
                         0,
