@@ -19,11 +19,15 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from schemas.sync import MutationIn, SyncRequest
+from service import sync_batch
 from service.db.engine import DriverPool
-from service.db.tables import notifications, outbox
+from service.db.tables import notifications, outbox, users
+from service.envelope import MasterKeys
 from service.outbox import CHANNEL, WAKE_EVERY_S, Relay, RelayWake
 from service.queue import create_redis
 from service.settings import Settings
+from service.sync_batch import Syncer
 from tests.integration.conftest import Client, anonymous, bearer
 from tests.integration.processes import environment, eventually, start
 from workers.jobs.events import on_records_changed
@@ -223,6 +227,56 @@ async def test_a_batch_that_changes_records_wakes_the_relay_after_its_commit(
         assert len(await _event_ids(engine)) == len(before) + 1, "woken before the event could be read"
         await asyncio.sleep(4 * WAKE_EVERY_S)
         assert woken.empty(), "one batch, one wake-up"
+
+
+async def test_a_batch_under_the_lock_wakes_the_relay_only_once_committed(
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that lost its optimistic runs is written in a transaction under the person's lock,
+    committed only when that transaction ends: a relay woken before then would find nothing."""
+    monkeypatch.setattr(sync_batch, "OPTIMISTIC_ATTEMPTS", 0)  # every batch under the lock
+    pool = DriverPool(settings.database_url, size=1)
+    happened: list[str] = []
+    opened = pool.transaction
+
+    @asynccontextmanager
+    async def transaction() -> AsyncIterator[Any]:
+        async with opened() as conn:
+            yield conn
+        happened.append("committed")
+
+    monkeypatch.setattr(pool, "transaction", transaction)
+    syncer = Syncer(
+        pool=pool,
+        tombstone_retention=timedelta(days=30),
+        master_keys=MasterKeys.parse(settings.master_keys),
+        on_event=lambda: happened.append("relay woken"),
+    )
+    user_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(users.insert().values(id=user_id))
+    now = datetime.now(UTC)
+    request = SyncRequest(
+        device_id=uuid.uuid4(),
+        batch_id=uuid.uuid4(),
+        mutations=[
+            MutationIn(
+                id=uuid.uuid4(),
+                kind="as_if_experiment",
+                op="upsert",
+                base_version=0,
+                changed_at=now,
+                data=experiment(None),
+            )
+        ],
+    )
+    try:
+        answer = await syncer.sync(user_id, request)
+    finally:
+        await pool.close()
+
+    assert [result.status for result in answer.results] == ["applied"]
+    assert happened == ["committed", "relay woken"]
 
 
 async def test_writes_close_together_wake_the_relay_once_per_moment(settings: Settings) -> None:
