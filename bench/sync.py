@@ -11,6 +11,10 @@
 3. First sync: a new device of a person with 10,000 records pulls everything with the default
    page size; raw asyncpg reads the same rows page by page.
 
+Ingest and updates run in rounds (--rounds), kindsync's and raw asyncpg's in turn, each round
+every device's next batches: this machine's speed drifts over tens of seconds, and a ratio of two
+phases run one after the other moved with it (by up to a third between runs of the same code).
+
 Request bodies and rows are built before the clock starts, for both sides: what is timed is
 the server and the database, not the load generator. For the same reason the timed requests go
 through a few lines of HTTP/1.1 (`Lane`) rather than a general client: this machine's two cores
@@ -145,6 +149,17 @@ class Figures:
     latencies: list[float]
     cpu_s: float = 0.0  # of the API processes, when measured
     db_cpu_s: float = 0.0  # of Postgres
+    # Each round's rate, when the phase ran in rounds (alternated).
+    round_rates: list[float] = field(default_factory=list)
+
+    def add(self, part: Figures) -> None:
+        """A round's figures added to the whole phase's."""
+        self.round_rates.append(part.rate)
+        self.items += part.items
+        self.seconds += part.seconds
+        self.latencies += part.latencies
+        self.cpu_s += part.cpu_s
+        self.db_cpu_s += part.db_cpu_s
 
     @property
     def rate(self) -> float:
@@ -365,56 +380,76 @@ def plan_updates(records: list[dict[str, Any]], batches: int, size: int, at: str
     return plan
 
 
-async def through_http(base_url: str, args: argparse.Namespace, server_pid: int) -> dict[str, Figures]:
-    at = datetime.now(UTC).isoformat()
-    http = Http("127.0.0.1", args.port)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-        people = [
-            Person(
-                (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
-            )
-            for _ in range(args.devices)
+Calls = list[list[Callable[[], Awaitable[None]]]]  # each device's batches, in order
+
+
+class Ours:
+    """kindsync's side of the goals, through HTTP: each timed phase as each device's calls, so that
+    its rounds can alternate with raw asyncpg's (alternated)."""
+
+    def __init__(self, base_url: str, args: argparse.Namespace, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self._args = args
+        self._client = httpx.AsyncClient(base_url=base_url, timeout=120)
+        self._http = Http("127.0.0.1", args.port)
+        self._at = datetime.now(UTC).isoformat()
+        self._people: list[Person] = []
+
+    async def start(self) -> None:
+        """The people, each with two devices, and a batch from each device before the clock starts."""
+        args = self._args
+        self._people = [await self._person() for _ in range(args.devices)]
+        warm_up = [
+            [self._http.post(p, d, new_records(args.size, 99, self._at), {"applied"}) for d in p.devices]
+            for p in self._people
         ]
-        warm_up = [[http.post(p, d, new_records(args.size, 99, at), {"applied"}) for d in p.devices] for p in people]
         await timed_batches(warm_up)
-        plans = plan_ingest(people, args.batches, args.size, at)
-        calls = [
+        self._http.check("warm-up")
+
+    async def _person(self) -> Person:
+        tokens = (await self._client.post("/v1/auth/anonymous", json={})).json()
+        return Person(tokens, (str(uuid.uuid4()), str(uuid.uuid4())), [])
+
+    def check(self, what: str) -> None:
+        self._http.check(what)
+
+    def ingest(self) -> Calls:
+        args, http = self._args, self._http
+        plans = plan_ingest(self._people, args.batches, args.size, self._at)
+        return [
             [http.post(p, p.devices[0], batch, {"applied"}) for batch in plan]
-            for p, plan in zip(people, plans, strict=True)
+            for p, plan in zip(self._people, plans, strict=True)
         ]
-        spent = Spent(server_pid)
-        seconds, latencies = await timed_batches(calls)
-        http.check("ingest")
-        ingest = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
-        # The second devices have what the first ones wrote before the clock starts, as phones that
-        # synced in between would: this goal measures updates; a first sync is measured below.
-        await asyncio.gather(*(http.catch_up(person, person.devices[1]) for person in people))
+    async def updates(self) -> Calls:
+        """The second devices have what the first ones wrote before the clock starts, as phones that
+        synced in between would: this goal measures updates; a first sync is measured on its own."""
+        http = self._http
+        await asyncio.gather(*(http.catch_up(person, person.devices[1]) for person in self._people))
         http.check("catching up")
-        calls = []
-        for person in people:
-            plan = plan_updates(person.records, args.batches, args.size, at)
-            calls.append(
-                [http.post(person, person.devices[b % 2], batch, {"applied", "merged"}) for b, batch in enumerate(plan)]
-            )
-        spent = Spent(server_pid)
-        seconds, latencies = await timed_batches(calls)
-        http.check("updates")
-        updates = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
+        return [
+            [
+                http.post(person, person.devices[b % 2], batch, {"applied", "merged"})
+                for b, batch in enumerate(plan_updates(person.records, self._args.batches, self._args.size, self._at))
+            ]
+            for person in self._people
+        ]
 
-        reader = Person(
-            (await client.post("/v1/auth/anonymous", json={})).json(), (str(uuid.uuid4()), str(uuid.uuid4())), []
-        )
-        seeded = new_records(FIRST_SYNC_RECORDS, 7, at)
+    async def first_sync(self) -> Figures:
+        http = self._http
+        reader = await self._person()
+        seeded = new_records(FIRST_SYNC_RECORDS, 7, self._at)
         seed_calls = [
             http.post(reader, reader.devices[0], seeded[i : i + 500], {"applied"}) for i in range(0, len(seeded), 500)
         ]
         await timed_batches([seed_calls])
         http.check("first sync seeding")
-        spent = Spent(server_pid)
-        first_sync = spent.into(await pull_everything(http, reader))
-    await http.close()
-    return {"ingest": ingest, "updates": updates, "first_sync": first_sync}
+        spent = Spent(self.server_pid)
+        return spent.into(await pull_everything(http, reader))
+
+    async def close(self) -> None:
+        await self._http.close()
+        await self._client.aclose()
 
 
 async def pull_everything(http: Http, person: Person) -> Figures:
@@ -482,80 +517,132 @@ def statement(pool: asyncpg.Pool, sql: str, values: tuple[Any, ...]) -> Callable
     return call
 
 
-async def raw_asyncpg(dsn: str, args: argparse.Namespace) -> dict[str, Figures]:
-    at = datetime.now(UTC)
-    stamp = at.isoformat()
-    pool = await asyncpg.create_pool(dsn, min_size=args.devices, max_size=args.devices)
-    users = [uuid.uuid4() for _ in range(args.devices + 1)]
-    async with pool.acquire() as conn:
-        await conn.executemany("INSERT INTO users (id) VALUES ($1)", [(u,) for u in users])
-    people = [Person({}, (str(uuid.uuid4()), str(uuid.uuid4())), []) for _ in range(args.devices)]
-    plans = plan_ingest(people, args.batches, args.size, stamp)
+class Raw:
+    """Raw asyncpg's side of the goals: the same rows, one statement per batch."""
 
-    def ingest(user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int) -> Callable[[], Awaitable[None]]:
+    server_pid = None  # only Postgres's CPU is counted
+
+    def __init__(self, dsn: str, args: argparse.Namespace) -> None:
+        self._dsn = dsn
+        self._args = args
+        self._at = datetime.now(UTC)
+        self._people = [Person({}, (str(uuid.uuid4()), str(uuid.uuid4())), []) for _ in range(args.devices)]
+        self._users = [uuid.uuid4() for _ in range(args.devices + 1)]
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "Raw.start first"
+        return self._pool
+
+    async def start(self) -> None:
+        """The people, and a batch from each before the clock starts."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=self._args.devices, max_size=self._args.devices)
+        async with self.pool.acquire() as conn:
+            await conn.executemany("INSERT INTO users (id) VALUES ($1)", [(u,) for u in self._users])
+        stamp = self._at.isoformat()
+        await timed_batches(
+            [
+                [self._ingest(user, str(uuid.uuid4()), new_records(self._args.size, 99, stamp), 0)]
+                for user in self._users
+            ]
+        )
+
+    def check(self, what: str) -> None:
+        """A failed statement raises at once: nothing is left to check."""
+
+    def _ingest(
+        self, user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int
+    ) -> Callable[[], Awaitable[None]]:
         values = (
             user,
             [uuid.UUID(m["id"]) for m in batch],
             [m["kind"] for m in batch],
             [json.dumps(m["data"]) for m in batch],
-            [at] * len(batch),
+            [self._at] * len(batch),
             uuid.UUID(device),
             seq,
         )
-        return statement(pool, _RAW_INGEST, values)
+        return statement(self.pool, _RAW_INGEST, values)
 
-    await timed_batches([[ingest(user, str(uuid.uuid4()), new_records(args.size, 99, stamp), 0)] for user in users])
-    calls = [
-        [ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
-        for user, p, plan in zip(users[:-1], people, plans, strict=True)
-    ]
-    spent = Spent()
-    seconds, latencies = await timed_batches(calls)
-    ingest_figures = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
-
-    def update(user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int) -> Callable[[], Awaitable[None]]:
-        values = (
-            user,
-            [uuid.UUID(m["id"]) for m in batch],
-            [json.dumps(m["data"]) for m in batch],
-            [at + timedelta(seconds=1)] * len(batch),
-            uuid.UUID(device),
-            seq,
-        )
-        return statement(pool, _RAW_UPDATE, values)
-
-    calls = [
-        [
-            update(user, p.devices[b % 2], batch, 10_000 + b)
-            for b, batch in enumerate(plan_updates(p.records, args.batches, args.size, stamp))
+    def ingest(self) -> Calls:
+        args = self._args
+        plans = plan_ingest(self._people, args.batches, args.size, self._at.isoformat())
+        return [
+            [self._ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
+            for user, p, plan in zip(self._users[:-1], self._people, plans, strict=True)
         ]
-        for user, p in zip(users[:-1], people, strict=True)
-    ]
-    spent = Spent()
-    seconds, latencies = await timed_batches(calls)
-    updates = spent.into(Figures(args.devices * args.batches * args.size, seconds, latencies))
 
-    reader = users[-1]
-    seeded = new_records(FIRST_SYNC_RECORDS, 7, stamp)
-    await timed_batches(
-        [[ingest(reader, str(uuid.uuid4()), seeded[i : i + 500], i) for i in range(0, len(seeded), 500)]]
-    )
-    async with pool.acquire() as conn:
-        after, pulled, page_latencies = 0, 0, []
-        spent = Spent()
-        with clock_running():
-            started = time.perf_counter()
-            while True:
-                sent = time.perf_counter()
-                rows = await conn.fetch(_RAW_PAGE, reader, after, PULL_LIMIT_DEFAULT)
-                page_latencies.append(time.perf_counter() - sent)
-                pulled += len(rows)
-                if len(rows) < PULL_LIMIT_DEFAULT:
-                    break
-                after = rows[-1]["seq"]
-            first_sync = spent.into(Figures(pulled, time.perf_counter() - started, page_latencies))
-    await pool.close()
-    return {"ingest": ingest_figures, "updates": updates, "first_sync": first_sync}
+    async def updates(self) -> Calls:
+        args, at = self._args, self._at
+
+        def update(
+            user: uuid.UUID, device: str, batch: list[dict[str, Any]], seq: int
+        ) -> Callable[[], Awaitable[None]]:
+            values = (
+                user,
+                [uuid.UUID(m["id"]) for m in batch],
+                [json.dumps(m["data"]) for m in batch],
+                [at + timedelta(seconds=1)] * len(batch),
+                uuid.UUID(device),
+                seq,
+            )
+            return statement(self.pool, _RAW_UPDATE, values)
+
+        return [
+            [
+                update(user, p.devices[b % 2], batch, 10_000 + b)
+                for b, batch in enumerate(plan_updates(p.records, args.batches, args.size, at.isoformat()))
+            ]
+            for user, p in zip(self._users[:-1], self._people, strict=True)
+        ]
+
+    async def first_sync(self) -> Figures:
+        reader = self._users[-1]
+        seeded = new_records(FIRST_SYNC_RECORDS, 7, self._at.isoformat())
+        await timed_batches(
+            [[self._ingest(reader, str(uuid.uuid4()), seeded[i : i + 500], i) for i in range(0, len(seeded), 500)]]
+        )
+        async with self.pool.acquire() as conn:
+            after, pulled, page_latencies = 0, 0, []
+            spent = Spent()
+            with clock_running():
+                started = time.perf_counter()
+                while True:
+                    sent = time.perf_counter()
+                    rows = await conn.fetch(_RAW_PAGE, reader, after, PULL_LIMIT_DEFAULT)
+                    page_latencies.append(time.perf_counter() - sent)
+                    pulled += len(rows)
+                    if len(rows) < PULL_LIMIT_DEFAULT:
+                        break
+                    after = rows[-1]["seq"]
+                return spent.into(Figures(pulled, time.perf_counter() - started, page_latencies))
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
+Side = Ours | Raw
+
+
+async def alternated(
+    what: str, sides: tuple[Side, Side], calls: tuple[Calls, Calls], *, rounds: int, per_call: int
+) -> list[Figures]:
+    """Both sides of a goal in turns: each round, every device's next batches on one side, then
+    on the other. This machine's speed drifts by a third over tens of seconds (other load on the
+    host); measured one whole phase after the other, the ratio moved with it. Each side's figure
+    is over all its rounds; `per_call` is what one call counts (a batch's mutations)."""
+    totals = [Figures(0, 0.0, []) for _ in sides]
+    batches = len(calls[0][0])
+    for r in range(rounds):
+        low, high = r * batches // rounds, (r + 1) * batches // rounds
+        for side, side_calls, total in zip(sides, calls, totals, strict=True):
+            spent = Spent(side.server_pid)
+            seconds, latencies = await timed_batches([device[low:high] for device in side_calls])
+            side.check(what)
+            total.add(spent.into(Figures(len(side_calls) * (high - low) * per_call, seconds, latencies)))
+    return totals
 
 
 async def main() -> None:
@@ -570,7 +657,12 @@ async def main() -> None:
         default=os.cpu_count() or 1,
         help="API_PROCESSES of the server (default: one per core)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="turns of ingest and of updates, alternating with raw asyncpg's"
+    )
     args = parser.parse_args()
+    if not 1 <= args.rounds <= args.batches:
+        parser.error("--rounds: from 1 to --batches")
 
     base = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     url = make_url(base).set(database=f"kindsync_bench_{os.getpid()}")
@@ -597,8 +689,11 @@ async def main() -> None:
     try:
         base_url = f"http://127.0.0.1:{args.port}"
         await wait_until_up(base_url, server.pid, args.port, args.api_processes)
-        http = await through_http(base_url, args, server.pid)
-        raw = await raw_asyncpg(url.set(drivername="postgresql").render_as_string(hide_password=False), args)
+        http, raw = await goals(
+            Ours(base_url, args, server.pid),
+            Raw(url.set(drivername="postgresql").render_as_string(hide_password=False), args),
+            args,
+        )
     finally:
         server.send_signal(signal.SIGINT)
         await asyncio.wait_for(server.wait(), 30)
@@ -606,9 +701,32 @@ async def main() -> None:
     report(args, http, raw)
 
 
+async def goals(ours: Ours, raw: Raw, args: argparse.Namespace) -> tuple[dict[str, Figures], dict[str, Figures]]:
+    """Each goal's figures, ours and raw asyncpg's: ingest and updates in alternating rounds, then
+    each side's first sync (one device's pulls, one after another: nothing to alternate)."""
+    sides = (ours, raw)
+    try:
+        for side in sides:
+            await side.start()
+        ingest = await alternated(
+            "ingest", sides, (ours.ingest(), raw.ingest()), rounds=args.rounds, per_call=args.size
+        )
+        updates = await alternated(
+            "updates", sides, (await ours.updates(), await raw.updates()), rounds=args.rounds, per_call=args.size
+        )
+        first_sync = (await ours.first_sync(), await raw.first_sync())
+    finally:
+        for side in sides:
+            await side.close()
+    ours_figures = {"ingest": ingest[0], "updates": updates[0], "first_sync": first_sync[0]}
+    raw_figures = {"ingest": ingest[1], "updates": updates[1], "first_sync": first_sync[1]}
+    return ours_figures, raw_figures
+
+
 def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Figures]) -> None:
     print(f"\nsync: {args.devices} devices x {args.batches} batches x {args.size} records")
     print(f"API processes: {args.api_processes} (API_PROCESSES)")
+    print(f"ingest and updates: {args.rounds} rounds each, kindsync's and raw asyncpg's in turn")
     print(f"first sync: {FIRST_SYNC_RECORDS:,} records, pages of {PULL_LIMIT_DEFAULT}")
     print(
         f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'API cpu/item':>13} {'db cpu/item':>12} "
@@ -627,6 +745,9 @@ def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Fi
             f"{base.rate:>14,.0f} {base.p99_ms:>6.0f}ms {base.db_cpu_s / base.items * 1e6:>10.0f}us "
             f"{ours.rate / base.rate:>6.2f}   {wanted}"
         )
+    for name, key, _ in rows[:2]:
+        by_round = (f"{o / b:.2f}" for o, b in zip(http[key].round_rates, raw[key].round_rates, strict=True))
+        print(f"{name.split(',')[0]} ratio by round: {' '.join(by_round)}")
     print("cpu/item: CPU time per mutation or record, of the API's processes and of Postgres")
 
 
