@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # CPython 3.11, an optimised build (PGO and LTO) where the machine has one, as the production
 # image's is (python:3.11-slim): Debian's and Ubuntu's /usr/bin/python3.11 are such builds, pyenv's
-# are not by default, and on one of those the API spent a tenth more CPU per mutation (make bench,
+# are not by default, and on one of those the API spent 7-8% more CPU per mutation (make bench,
 # alternated runs). Elsewhere uv takes the first 3.11 it finds; `make PYTHON=...` picks another.
 PYTHON := $(or $(wildcard /usr/bin/python3.11),3.11)
 

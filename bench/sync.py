@@ -13,7 +13,7 @@
 
 Ingest and updates run in rounds (--rounds), kindsync's and raw asyncpg's in turn, each round
 every device's next batches: this machine's speed drifts over tens of seconds, and a ratio of two
-phases run one after the other moved with it (by up to a third between runs of the same code).
+phases run one after the other moved with it (0.42 to 0.62 between runs of the same code).
 
 Request bodies and rows are built before the clock starts, for both sides: what is timed is
 the server and the database, not the load generator. For the same reason the timed requests go
@@ -630,7 +630,7 @@ async def alternated(
     what: str, sides: tuple[Side, Side], calls: tuple[Calls, Calls], *, rounds: int, per_call: int
 ) -> list[Figures]:
     """Both sides of a goal in turns: each round, every device's next batches on one side, then
-    on the other. This machine's speed drifts by a third over tens of seconds (other load on the
+    on the other. This machine's speed drifts over tens of seconds (other load on the
     host); measured one whole phase after the other, the ratio moved with it. Each side's figure
     is over all its rounds; `per_call` is what one call counts (a batch's mutations)."""
     totals = [Figures(0, 0.0, []) for _ in sides]
