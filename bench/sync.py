@@ -21,7 +21,10 @@ through a few lines of HTTP/1.1 (`Lane`) rather than a general client: this mach
 run the server, Postgres and the load generator at once, and what a general client spends per
 request (several times the server's own parsing) would be taken from the server being measured.
 Before the clock starts each device sends one batch, on both sides: a new process's first
-requests open its pooled connections and prepare its statements.
+requests open its pooled connections and prepare its statements. Each phase then begins with a
+warm-up round that is not counted (alternated): after one batch per device, some connections
+were still unopened and Postgres still planned each statement afresh at each run, and counted,
+that cold start was nearly a fifth of the first round's Postgres CPU.
 """
 
 from __future__ import annotations
@@ -149,8 +152,9 @@ class Figures:
     latencies: list[float]
     cpu_s: float = 0.0  # of the API processes, when measured
     db_cpu_s: float = 0.0  # of Postgres
-    # Each round's rate, when the phase ran in rounds (alternated).
+    # Each round's rate, when the phase ran in rounds (alternated), and its uncounted warm-up round's.
     round_rates: list[float] = field(default_factory=list)
+    warm_up_rate: float = 0.0
 
     def add(self, part: Figures) -> None:
         """A round's figures added to the whole phase's."""
@@ -383,6 +387,12 @@ def plan_updates(records: list[dict[str, Any]], batches: int, size: int, at: str
 Calls = list[list[Callable[[], Awaitable[None]]]]  # each device's batches, in order
 
 
+def planned(args: argparse.Namespace) -> int:
+    """Each device's batches in a phase: a warm-up round's (one round's worth, not counted), then
+    the --batches that are."""
+    return int(args.batches // args.rounds + args.batches)
+
+
 class Ours:
     """kindsync's side of the goals, through HTTP: each timed phase as each device's calls, so that
     its rounds can alternate with raw asyncpg's (alternated)."""
@@ -415,7 +425,7 @@ class Ours:
 
     def ingest(self) -> Calls:
         args, http = self._args, self._http
-        plans = plan_ingest(self._people, args.batches, args.size, self._at)
+        plans = plan_ingest(self._people, planned(args), args.size, self._at)
         return [
             [http.post(p, p.devices[0], batch, {"applied"}) for batch in plan]
             for p, plan in zip(self._people, plans, strict=True)
@@ -430,7 +440,7 @@ class Ours:
         return [
             [
                 http.post(person, person.devices[b % 2], batch, {"applied", "merged"})
-                for b, batch in enumerate(plan_updates(person.records, self._args.batches, self._args.size, self._at))
+                for b, batch in enumerate(plan_updates(person.records, planned(self._args), self._args.size, self._at))
             ]
             for person in self._people
         ]
@@ -567,7 +577,7 @@ class Raw:
 
     def ingest(self) -> Calls:
         args = self._args
-        plans = plan_ingest(self._people, args.batches, args.size, self._at.isoformat())
+        plans = plan_ingest(self._people, planned(args), args.size, self._at.isoformat())
         return [
             [self._ingest(user, p.devices[0], batch, b * args.size) for b, batch in enumerate(plan)]
             for user, p, plan in zip(self._users[:-1], self._people, plans, strict=True)
@@ -592,7 +602,7 @@ class Raw:
         return [
             [
                 update(user, p.devices[b % 2], batch, 10_000 + b)
-                for b, batch in enumerate(plan_updates(p.records, args.batches, args.size, at.isoformat()))
+                for b, batch in enumerate(plan_updates(p.records, planned(args), args.size, at.isoformat()))
             ]
             for user, p in zip(self._users[:-1], self._people, strict=True)
         ]
@@ -627,21 +637,33 @@ Side = Ours | Raw
 
 
 async def alternated(
-    what: str, sides: tuple[Side, Side], calls: tuple[Calls, Calls], *, rounds: int, per_call: int
+    what: str, sides: tuple[Side, Side], calls: tuple[Calls, Calls], *, batches: int, rounds: int, per_call: int
 ) -> list[Figures]:
     """Both sides of a goal in turns: each round, every device's next batches on one side, then
     on the other. This machine's speed drifts over tens of seconds (other load on the
     host); measured one whole phase after the other, the ratio moved with it. Each side's figure
-    is over all its rounds; `per_call` is what one call counts (a batch's mutations)."""
+    is over all its rounds; `per_call` is what one call counts (a batch's mutations).
+
+    Each device's calls are a warm-up round's, then `batches` more. The warm-up round runs first,
+    on both sides in turn, and is not counted: it is when each side's pooled connections open and
+    Postgres plans each statement afresh on each of them, five times before it may keep a plan
+    (pg_stat_statements: kindsync's first round of ingest spent 37 ms planning and of updates 55 ms,
+    nearly a fifth of its Postgres CPU, against 0.6 to 2 ms in the last rounds). A server that
+    runs for hours pays that once per connection; counted here, it was a cold start's cost in a
+    goal of steady throughput."""
     totals = [Figures(0, 0.0, []) for _ in sides]
-    batches = len(calls[0][0])
-    for r in range(rounds):
-        low, high = r * batches // rounds, (r + 1) * batches // rounds
+    warm_up = len(calls[0][0]) - batches
+    for r in range(-1, rounds):
+        low, high = (0, warm_up) if r < 0 else (warm_up + r * batches // rounds, warm_up + (r + 1) * batches // rounds)
         for side, side_calls, total in zip(sides, calls, totals, strict=True):
             spent = Spent(side.server_pid)
             seconds, latencies = await timed_batches([device[low:high] for device in side_calls])
             side.check(what)
-            total.add(spent.into(Figures(len(side_calls) * (high - low) * per_call, seconds, latencies)))
+            figures = spent.into(Figures(len(side_calls) * (high - low) * per_call, seconds, latencies))
+            if r < 0:
+                total.warm_up_rate = figures.rate
+            else:
+                total.add(figures)
     return totals
 
 
@@ -709,10 +731,15 @@ async def goals(ours: Ours, raw: Raw, args: argparse.Namespace) -> tuple[dict[st
         for side in sides:
             await side.start()
         ingest = await alternated(
-            "ingest", sides, (ours.ingest(), raw.ingest()), rounds=args.rounds, per_call=args.size
+            "ingest", sides, (ours.ingest(), raw.ingest()), batches=args.batches, rounds=args.rounds, per_call=args.size
         )
         updates = await alternated(
-            "updates", sides, (await ours.updates(), await raw.updates()), rounds=args.rounds, per_call=args.size
+            "updates",
+            sides,
+            (await ours.updates(), await raw.updates()),
+            batches=args.batches,
+            rounds=args.rounds,
+            per_call=args.size,
         )
         first_sync = (await ours.first_sync(), await raw.first_sync())
     finally:
@@ -726,7 +753,10 @@ async def goals(ours: Ours, raw: Raw, args: argparse.Namespace) -> tuple[dict[st
 def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Figures]) -> None:
     print(f"\nsync: {args.devices} devices x {args.batches} batches x {args.size} records")
     print(f"API processes: {args.api_processes} (API_PROCESSES)")
-    print(f"ingest and updates: {args.rounds} rounds each, kindsync's and raw asyncpg's in turn")
+    print(
+        f"ingest and updates: a warm-up round of {planned(args) - args.batches} batches per device, then "
+        f"{args.rounds} rounds each, kindsync's and raw asyncpg's in turn"
+    )
     print(f"first sync: {FIRST_SYNC_RECORDS:,} records, pages of {PULL_LIMIT_DEFAULT}")
     print(
         f"{'goal':<34} {'kindsync':>14} {'p50':>8} {'p99':>8} {'API cpu/item':>13} {'db cpu/item':>12} "
@@ -747,7 +777,8 @@ def report(args: argparse.Namespace, http: dict[str, Figures], raw: dict[str, Fi
         )
     for name, key, _ in rows[:2]:
         by_round = (f"{o / b:.2f}" for o, b in zip(http[key].round_rates, raw[key].round_rates, strict=True))
-        print(f"{name.split(',')[0]} ratio by round: {' '.join(by_round)}")
+        warm_up = http[key].warm_up_rate / raw[key].warm_up_rate
+        print(f"{name.split(',')[0]} ratio by round: {' '.join(by_round)} (warm-up round, not counted: {warm_up:.2f})")
     print("cpu/item: CPU time per mutation or record, of the API's processes and of Postgres")
 
 
