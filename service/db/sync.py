@@ -40,7 +40,10 @@ _stamps = msgspec.msgpack.Decoder(dict[str, Stamp | None])
 _pack_stamps = msgspec.msgpack.Encoder(uuid_format="bytes")
 # JSONB is read as text and decoded here: msgspec is several times faster than the driver's json.loads.
 _data = msgspec.json.Decoder(dict[str, Any])
-_results_encoder = msgspec.msgpack.Encoder()
+# A receipt's ids as 16 bytes, not 36 characters: a receipt of 100 new records is then 7 KB rather
+# than 9 and stays in its row (migration 0010). The decoder reads ids in either form, as every
+# release since the receipts were sealed does.
+_results_encoder = msgspec.msgpack.Encoder(uuid_format="bytes")
 _results_decoder = msgspec.msgpack.Decoder(list[MutationResult])
 _json = msgspec.json.Encoder()
 # What a sealed batch answer is bound to, beside its owner and batch id.
@@ -341,10 +344,12 @@ def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
     )
 
 
-# Whether stamps are written with nils (pack_stamps). This release reads them; it writes stamps
-# whole so that the release before it, which cannot read a nil, can serve beside it during a
-# rolling update and after a rollback of the code. The next release turns it on.
-OWN_STAMP_AS_NIL = False
+# Whether stamps are written with nils (pack_stamps). Release 0008 began reading them and still
+# wrote stamps whole, so that release 0007, which cannot read a nil, could serve beside it during a
+# rolling update and after a rollback of the code; from release 0010 on they are written, as
+# release 0009 reads them. A rollback to 0007 takes migration 0008's downgrade, which writes the
+# nils out.
+OWN_STAMP_AS_NIL = True
 
 
 def pack_stamps(

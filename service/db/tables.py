@@ -133,7 +133,8 @@ records = Table(
     Column("kind", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("deleted", Boolean, nullable=False),
-    # The plain fields; the private ones are in `sealed` (service/envelope.py).
+    # The plain fields; the private ones are in `sealed` (service/envelope.py), which is stored
+    # EXTERNAL: ciphertext does not compress (migration 0010).
     Column("data", JSONB, nullable=False),
     Column("sealed", LargeBinary, nullable=True),
     # {field: [changed_at, device_id]}: who last set each field, and when; nil for the row's own
@@ -166,7 +167,7 @@ record_versions = Table(
     Column("kind", Text, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("data", JSONB, nullable=False),
-    Column("sealed", LargeBinary, nullable=True),
+    Column("sealed", LargeBinary, nullable=True),  # stored EXTERNAL, as records.sealed
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("device_id", Uuid, nullable=True),
     # Digest of the mutation that produced this version: recognises re-sends.
@@ -182,7 +183,9 @@ sync_batches = Table(
     _owner(),
     Column("batch_id", Uuid, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),
-    Column("results", LargeBinary, nullable=False),  # msgpack of the results, sealed under the data key
+    # msgpack of the results, sealed under the data key; kept in the row up to 8 KB and never
+    # compressed (migration 0010: toast_tuple_target, storage EXTERNAL).
+    Column("results", LargeBinary, nullable=False),
     Column("mutations", Integer, nullable=False),
     # How many of them merged or were rejected: the operator's hourly figures (the results are sealed).
     Column("merged", Integer, nullable=False, server_default="0"),

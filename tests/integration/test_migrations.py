@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from schemas.sync import Change, MutationResult
 from service.app import create_app
 from service.db import migrate
-from service.db import sync as sync_queries
 from service.db.engine import create_engine, drop_database, ensure_database
 from service.envelope import MasterKeys
 from service.settings import Settings
@@ -129,13 +128,9 @@ async def test_stamps_stored_as_json_come_through_the_move_to_msgpack_and_back(s
         assert msgspec.json.decode(stored, type=dict[str, Stamp]) == expected
 
 
-async def test_a_new_records_stamps_are_written_out_for_the_release_before(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A record synced by a release that writes nils (the next one) keeps its own stamp as nil
-    for each field; going down to release 0007, each field gets that stamp written out, as 0007
-    reads stamps."""
-    monkeypatch.setattr(sync_queries, "OWN_STAMP_AS_NIL", True)
+async def test_a_new_records_stamps_are_written_out_for_the_release_before(settings: Settings) -> None:
+    """A record synced by this release keeps its own stamp as nil for each field; going down to
+    release 0007, each field gets that stamp written out, as 0007 reads stamps."""
     async with scratch_database(settings) as (scratch, engine):
         await migrate.upgrade(engine)
         async with serve(create_app(scratch)) as client:
@@ -215,3 +210,61 @@ async def _write_as_release_0004(
         "INSERT INTO sync_batches (user_id, batch_id, request_hash, results, mutations) VALUES ($1, $2, $3, $4, 1)",
         (user_id, batch_id, b"hash", msgspec.msgpack.encode([answer])),
     )
+
+
+async def test_a_batchs_receipt_stays_in_its_row_and_sealed_bytes_are_not_compressed(settings: Settings) -> None:
+    """From release 0010, the receipt of a batch of 100 new records (about 7 KB, sealed) is kept
+    in its row, not in the TOAST table, and no sealed column is compressed; the answer a retry
+    gets back is the same. Going down to release 0009 puts Postgres's defaults back, and the
+    receipt is still read."""
+    storage = text(
+        "SELECT attrelid::regclass::text, attname, attstorage::text FROM pg_attribute "
+        "WHERE (attrelid, attname) IN (('sync_batches'::regclass, 'results'), ('records'::regclass, 'sealed'), "
+        "('record_versions'::regclass, 'sealed')) ORDER BY 1"
+    )
+    options = text("SELECT reloptions FROM pg_class WHERE oid = 'sync_batches'::regclass")
+    async with scratch_database(settings) as (scratch, engine):
+        await migrate.upgrade(engine)
+        async with serve(create_app(scratch)) as client:
+            tokens = await signup(client, email="receipts@example.org")
+            at = datetime.now(UTC).isoformat()
+            mutations = [
+                {
+                    "id": str(uuid.uuid4()),
+                    "kind": "mood_checkin",
+                    "op": "upsert",
+                    "base_version": 0,
+                    "changed_at": at,
+                    "data": {"occurred_at": at, "mood": 4, "note": f"a slow morning, then tea {n}"},
+                }
+                for n in range(100)
+            ]
+            batch = {"device_id": str(uuid.uuid4()), "batch_id": str(uuid.uuid4()), "mutations": mutations}
+            first = await client.post("/v1/sync", json=batch, headers=bearer(tokens))
+            assert {r["status"] for r in first.json()["results"]} == {"applied"}, first.text
+            again = await client.post("/v1/sync", json=batch, headers=bearer(tokens))
+            assert again.json()["results"] == first.json()["results"]
+
+        async with engine.connect() as conn:
+            stored, in_row = (
+                await conn.execute(text("SELECT octet_length(results), pg_column_size(results) FROM sync_batches"))
+            ).one()
+            # Bytes written to the table's TOAST relation: none, where a chunk would take a page.
+            toasted = await conn.scalar(
+                text("SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE oid = 'sync_batches'::regclass")
+            )
+            assert [row.attstorage for row in await conn.execute(storage)] == ["e", "e", "e"]
+            assert await conn.scalar(options) == ["toast_tuple_target=8160"]
+        # Over the 2 KB past which Postgres would have moved it, yet whole in its row.
+        assert stored > 2032
+        assert in_row >= stored
+        assert toasted == 0
+
+        await migrate.downgrade(engine, "0009")
+        async with engine.connect() as conn:
+            assert [row.attstorage for row in await conn.execute(storage)] == ["x", "x", "x"]
+            assert await conn.scalar(options) is None
+        async with serve(create_app(scratch)) as client:
+            receipt = await client.get(f"/v1/sync/batches/{batch['batch_id']}", headers=bearer(tokens))
+            assert receipt.json()["results"] == first.json()["results"], receipt.text
+        await migrate.upgrade(engine)
