@@ -133,8 +133,7 @@ records = Table(
     Column("kind", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("deleted", Boolean, nullable=False),
-    # The plain fields; the private ones are in `sealed` (service/envelope.py), which is stored
-    # EXTERNAL: ciphertext does not compress (migration 0010).
+    # The plain fields; the private ones are in `sealed` (service/envelope.py).
     Column("data", JSONB, nullable=False),
     Column("sealed", LargeBinary, nullable=True),
     # {field: [changed_at, device_id]}: who last set each field, and when; nil for the row's own
@@ -167,7 +166,7 @@ record_versions = Table(
     Column("kind", Text, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("data", JSONB, nullable=False),
-    Column("sealed", LargeBinary, nullable=True),  # stored EXTERNAL, as records.sealed
+    Column("sealed", LargeBinary, nullable=True),
     Column("changed_at", DateTime(timezone=True), nullable=False),
     Column("device_id", Uuid, nullable=True),
     # Digest of the mutation that produced this version: recognises re-sends.
@@ -183,8 +182,8 @@ sync_batches = Table(
     _owner(),
     Column("batch_id", Uuid, nullable=False),
     Column("request_hash", LargeBinary, nullable=False),
-    # msgpack of the results, sealed under the data key; kept in the row up to 8 KB and never
-    # compressed (migration 0010: toast_tuple_target, storage EXTERNAL).
+    # msgpack of the results, sealed under the data key; kept in the row while the row fits in a
+    # page, as a batch of up to about 110 new records does (migration 0010, toast_tuple_target).
     Column("results", LargeBinary, nullable=False),
     Column("mutations", Integer, nullable=False),
     # How many of them merged or were rejected: the operator's hourly figures (the results are sealed).

@@ -1,17 +1,16 @@
-"""receipts kept in their row; sealed bytes never compressed
+"""receipts kept in their row
 
 Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-06 00:40:00
 
-A batch's receipt (`sync_batches.results`, sealed) is kept in its row up to a
-page's worth (toast_tuple_target 8160) rather than moved to the TOAST table past
-2 KB: a receipt of 100 new records is about 7 KB, and writing it out of line
-cost Postgres a chunk row and an index entry per 2 KB (an insert of 7 KB took
-23 us in its row against 29 us out of it, in a loop of 3,000). Sealed bytes
-(receipts, `records.sealed`, `record_versions.sealed`) are stored EXTERNAL:
-ciphertext does not compress, and Postgres tried to whenever a row passed 2 KB.
-Only how new rows are stored changes; rows written before are read as they are.
+A batch's receipt (`sync_batches.results`, sealed) is kept in its row while the
+row fits in a page (toast_tuple_target 8160) rather than moved to the TOAST
+table once the row passes 2 KB: a receipt of 100 new records is about 7 KB, and
+writing it out of line cost Postgres a chunk row and an index entry per 2 KB (an
+insert of 7 KB took 23 us in its row against 29 us out of it, in a loop of
+3,000). Rows written before are read as they are. The setting takes only a SHARE
+UPDATE EXCLUSIVE lock: batches go on writing receipts while it is applied.
 
 From this release on, a receipt's record ids are 16 bytes each rather than 36
 characters (service/db/sync.py), which the release before reads alike, and a
@@ -32,16 +31,11 @@ depends_on: str | Sequence[str] | None = None
 
 # Postgres's largest toast_tuple_target for 8 KB pages: a row up to it is left whole.
 _WHOLE_ROW = 8160
-_SEALED = (("sync_batches", "results"), ("records", "sealed"), ("record_versions", "sealed"))
 
 
 def upgrade() -> None:
     op.execute(f"ALTER TABLE sync_batches SET (toast_tuple_target = {_WHOLE_ROW})")
-    for table, column in _SEALED:
-        op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
-    for table, column in _SEALED:
-        op.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTENDED")
     op.execute("ALTER TABLE sync_batches RESET (toast_tuple_target)")
