@@ -23,8 +23,9 @@ request (several times the server's own parsing) would be taken from the server 
 Before the clock starts each device sends one batch, on both sides: a new process's first
 requests open its pooled connections and prepare its statements. Each phase then begins with a
 warm-up round that is not counted (alternated): after one batch per device, some connections
-were still unopened and Postgres still planned each statement afresh at each run, and counted,
-that cold start was nearly a fifth of the first round's Postgres CPU.
+were still unopened, and Postgres was still in the first five runs of each statement on each
+connection, which it plans afresh every time; counted, that cold start was nearly a fifth of the
+first round's Postgres CPU.
 """
 
 from __future__ import annotations

@@ -63,8 +63,7 @@ def test_an_edited_field_keeps_its_own_stamp_beside_the_records() -> None:
 def test_this_release_writes_a_new_records_own_stamps_as_nil() -> None:
     """From release 0010 on, a field stamped at its record's own time on its own device (every
     field of a new record) is written as nil, a fifth less of the row; release 0009, which may
-    serve beside it during a rolling update, reads nils as this one does (open_stamps, unchanged
-    since release 0008)."""
+    serve beside it during a rolling update, reads nils, as every release since 0008 does."""
     own = Stamp(T0, PHONE)
     written = dict.fromkeys(("occurred_at", "mood"), own)
     packed = pack_stamps(written, T0, PHONE, own_as_nil=OWN_STAMP_AS_NIL)
