@@ -27,7 +27,7 @@ from service.auth.passwords import Passwords
 from service.auth.sessions import Sessions
 from service.auth.throttle import LoginThrottle
 from service.auth.tokens import jwt_auth, protect_only_v1
-from service.db.engine import API_SERVER_SETTINGS, DriverPool, create_engine
+from service.db.engine import API_SERVER_SETTINGS, SYNC_SERVER_SETTINGS, DriverPool, create_engine
 from service.db.migrate import head_revision
 from service.envelope import MasterKeys
 from service.health import HealthCheck
@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> Litestar:
     engine = create_engine(settings, server_settings=API_SERVER_SETTINGS)
     # The sync path's own connections (DriverPool); everything else uses the engine's.
     driver_pool = DriverPool(
-        settings.database_url, size=settings.db_sync_pool_size, server_settings=API_SERVER_SETTINGS
+        settings.database_url, size=settings.db_sync_pool_size, server_settings=SYNC_SERVER_SETTINGS
     )
     redis = create_redis(settings)
     auth = jwt_auth(settings.secret_key, settings.access_token_ttl_s)

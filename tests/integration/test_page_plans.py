@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import sync as queries
-from service.db.engine import API_SERVER_SETTINGS, DriverPool
+from service.db.engine import API_SERVER_SETTINGS, SYNC_SERVER_SETTINGS, DriverPool
 from service.settings import Settings
 
 ALL_AFTER = 9223372036854775807
@@ -101,6 +101,10 @@ async def test_the_apis_connections_are_the_ones_that_read_in_index_order(app: L
     async with pool.connection() as driver:
         assert await driver.fetchval("SHOW enable_bitmapscan") == "off"
         assert await driver.fetchval("SHOW jit") == "off"
+        # The sync path keeps one plan per statement (test_the_sync_paths_kept_plans_read_by_index).
+        assert await driver.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SHOW plan_cache_mode")) == "auto"
 
 
 async def test_a_batchs_start_is_not_compiled_however_costly_postgres_thinks_it(
@@ -130,3 +134,102 @@ async def test_a_batchs_start_is_not_compiled_however_costly_postgres_thinks_it(
         pytest.skip("this Postgres has no JIT provider: nothing would be compiled on any connection")
     assert by_default, "with Postgres's defaults, the start is compiled"
     assert await compiled(API_SERVER_SETTINGS) == (False, False)
+
+
+def _literal(value: Any, type_name: str) -> str:
+    """A value as SQL text of `type_name` (EXECUTE of a prepared statement takes no parameters
+    when it is explained)."""
+    if value is None:
+        return f"NULL::{type_name}"
+    if isinstance(value, list):
+        return f"ARRAY[{', '.join(_literal(v, type_name.removesuffix('[]')) for v in value)}]::{type_name}"
+    if isinstance(value, bytes):
+        return f"'\\x{value.hex()}'::{type_name}"
+    return "'" + str(value).replace("'", "''") + f"'::{type_name}"
+
+
+async def _kept_plan(driver: Any, sql: str, *args: Any) -> list[str]:
+    """The node types of the plan a sync connection keeps for `sql`: the generic plan, made
+    without the values of its parameters, as PREPARE and EXPLAIN EXECUTE show it."""
+    parameters = (await driver.prepare(sql)).get_parameters()
+    types = [await driver.fetchval("SELECT format_type($1, NULL)", p.oid) for p in parameters]
+    await driver.execute(f"PREPARE kept ({', '.join(types)}) AS {sql}")
+    try:
+        literals = ", ".join(_literal(arg, t) for arg, t in zip(args, types, strict=True))
+        plan = await driver.fetchval(f"EXPLAIN (FORMAT JSON) EXECUTE kept({literals})")
+    finally:
+        await driver.execute("DEALLOCATE kept")
+    return _scans(json.loads(plan)[0]["Plan"])
+
+
+def _scans(plan: dict[str, Any]) -> list[str]:
+    """Each node of a plan, a scan with the table it reads ("Index Scan records")."""
+    here = f"{plan['Node Type']} {plan.get('Relation Name', '')}".strip()
+    return [here, *(node for child in plan.get("Plans", []) for node in _scans(child))]
+
+
+async def test_the_sync_paths_kept_plans_read_by_index(settings: Settings, database: str) -> None:
+    """The sync path's connections keep the plan each statement gets without its values (a
+    generic plan, SYNC_SERVER_SETTINGS): for a person among many, with 5,000 records of their
+    own, a batch's start probes each target's row and reads its page from the (user_id, seq)
+    index, and a pull and a batch of new records read their page the same way. No statement reads
+    a whole table."""
+    pool = DriverPool(settings.database_url, size=1, server_settings=SYNC_SERVER_SETTINGS)
+    try:
+        async with pool.connection() as driver:
+            transaction = driver.transaction()
+            await transaction.start()
+            try:
+                people = [uuid.uuid4() for _ in range(50)]
+                await driver.executemany("INSERT INTO users (id) VALUES ($1)", [(p,) for p in people])
+                await driver.execute(
+                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
+                    "SELECT p, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
+                    "FROM unnest($1::uuid[]) AS p, generate_series(1, 100) AS s",
+                    people[1:],
+                )
+                user_id = people[0]
+                await driver.execute(
+                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
+                    "SELECT $1, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
+                    "FROM generate_series(1, 5000) AS s",
+                    user_id,
+                )
+                await driver.execute("ANALYZE records")
+                ids = [
+                    row[0] for row in await driver.fetch("SELECT id FROM records WHERE user_id = $1 LIMIT 100", user_id)
+                ]
+                start = await _kept_plan(
+                    driver, queries._START, user_id, ids, [b"\0" * 32] * len(ids), [1] * len(ids), uuid.uuid4(), 0, 500
+                )
+                pull = await _kept_plan(driver, queries._PULL, user_id, 0, None, 500, None, uuid.uuid4())
+                new_records = await _kept_plan(
+                    driver,
+                    queries._SAVE_NEW_BATCH,
+                    user_id,
+                    "[]",
+                    0,
+                    uuid.uuid4(),
+                    b"",
+                    b"",
+                    0,
+                    0,
+                    0,
+                    None,
+                    [],
+                    uuid.uuid4(),
+                    0,
+                    500,
+                    b"",
+                )
+            finally:
+                await transaction.rollback()
+    finally:
+        await pool.close()
+    for statement, nodes in {"start": start, "pull": pull, "new records": new_records}.items():
+        whole_reads = [node for node in nodes if node.startswith(("Seq Scan records", "Bitmap Heap Scan records"))]
+        assert not whole_reads, (statement, nodes)
+        assert "Index Scan records" in nodes, (statement, nodes)
+    # Each target is one probe of its row and of its history: nested loops over the batch's ids.
+    assert not {"Hash Join", "Merge Join", "Seq Scan record_versions"} & set(start), start
+    assert "Index Scan record_versions" in start, start
