@@ -23,9 +23,10 @@ request (several times the server's own parsing) would be taken from the server 
 Before the clock starts each device sends one batch, on both sides: a new process's first
 requests open its pooled connections and prepare its statements. Each phase then begins with a
 warm-up round that is not counted (alternated): after one batch per device, some connections
-were still unopened, and Postgres was still in the first five runs of each statement on each
-connection, which it plans afresh every time; counted, that cold start was nearly a fifth of the
-first round's Postgres CPU.
+were still unopened, and Postgres was still planning kindsync's statements afresh (for their
+first five runs on each connection, and often after, before the sync path kept one plan per
+statement: SYNC_SERVER_SETTINGS); counted, that cold start was nearly a fifth of the first
+round's Postgres CPU.
 """
 
 from __future__ import annotations
@@ -647,11 +648,11 @@ async def alternated(
 
     Each device's calls are a warm-up round's, then `batches` more. The warm-up round runs first,
     on both sides in turn, and is not counted: it is when each side's pooled connections open and
-    Postgres plans each statement afresh on each of them, five times before it may keep a plan
-    (pg_stat_statements: kindsync's first round of ingest spent 37 ms planning and of updates 55 ms,
-    nearly a fifth of its Postgres CPU, against 0.6 to 2 ms in the last rounds). A server that
-    runs for hours pays that once per connection; counted here, it was a cold start's cost in a
-    goal of steady throughput."""
+    Postgres makes the plans it then keeps (before kindsync's sync path kept one plan per
+    statement, pg_stat_statements counted 37 ms of planning in its first round of ingest and 55 ms
+    in its first of updates, nearly a fifth of their Postgres CPU, against 0.6 to 2 ms in the
+    last rounds). A server that runs for hours pays that once per connection; counted here, it
+    was a cold start's cost in a goal of steady throughput."""
     totals = [Figures(0, 0.0, []) for _ in sides]
     warm_up = len(calls[0][0]) - batches
     for r in range(-1, rounds):

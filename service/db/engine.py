@@ -35,15 +35,18 @@ def async_url(database_url: str) -> URL:
 # 1 ms), and each run then spent 200 to 480 ms compiling. In a bench run that grew the tables to
 # that size, compiling took a tenth of Postgres's CPU and set the updates' p99 at 400 to 470 ms.
 API_SERVER_SETTINGS = {"enable_bitmapscan": "off", "jit": "off"}
-# The sync path's connections (DriverPool) also keep one plan per statement from its first run.
-# By default Postgres plans a prepared statement afresh for its first five runs on a connection,
-# and after that whenever the plan made for the run's values is estimated cheaper than the kept
-# one, as a batch's write often was: planning it took 0.4 to 0.6 ms, a fifth of its run, and in
-# the bench's last rounds about one run in eight was still planned afresh (pg_stat_statements).
-# The sync statements are written to need no values to be planned well (an index probe per
-# record, a page read in index order), and their kept plans are those (test_page_plans). In
-# three alternated bench pairs, batches of new records went from 0.48-0.49 of raw asyncpg's rate
-# to 0.50-0.53; edits stayed at 0.34-0.36.
+# The sync path's connections (DriverPool) also plan each statement once, without the values of
+# its parameters, and keep that plan until an ANALYZE or a change of schema makes Postgres plan it
+# again. By default Postgres plans a prepared statement with each run's values for its first five
+# runs on a connection, and after that goes on doing so unless the value-free plan is estimated no
+# costlier than those plans were on average, which a batch's write often was not: planning it took
+# 0.4 to 0.6 ms, a fifth of its run, and in the bench's last rounds about one run in eight was
+# still planned (pg_stat_statements). The sync statements are written to need no values to be
+# planned well (an index probe per record, a page read in index order), and their kept plans are
+# those (test_page_plans). In three alternated bench pairs, batches of new records went from
+# 0.48-0.49 of raw asyncpg's rate to 0.50-0.53, within this machine's drift but in every pair;
+# edits stayed at 0.34-0.36. Not for the engine's connections: some of their statements (key
+# rotation's and the insights' pages, `$1 IS NULL OR user_id > $1`) need their values.
 SYNC_SERVER_SETTINGS = {**API_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"}
 # A pooled connection older than this is closed when it is given back, and another opened.
 RECYCLE_S = 1800.0
