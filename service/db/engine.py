@@ -43,8 +43,8 @@ API_SERVER_SETTINGS = {"enable_bitmapscan": "off", "jit": "off"}
 # 0.4 to 0.6 ms, a fifth of its run, and in the bench's last rounds about one run in eight was
 # still planned (pg_stat_statements). The sync statements are written to need no values to be
 # planned well (an index probe per record, a page read in index order), and their kept plans are
-# those (test_page_plans). In three alternated bench pairs, batches of new records went from
-# 0.48-0.49 of raw asyncpg's rate to 0.50-0.53, within this machine's drift but in every pair;
+# those (test_page_plans). In six alternated bench pairs, batches of new records went from
+# 0.48-0.49 of raw asyncpg's rate to 0.49-0.53, 0.025 more on average and more in every pair;
 # edits stayed at 0.34-0.36. Not for the engine's connections: some of their statements (key
 # rotation's and the insights' pages, `$1 IS NULL OR user_id > $1`) need their values.
 SYNC_SERVER_SETTINGS = {**API_SERVER_SETTINGS, "plan_cache_mode": "force_generic_plan"}
