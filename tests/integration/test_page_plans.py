@@ -23,6 +23,23 @@ def _nodes(plan: dict[str, Any]) -> list[str]:
     return [plan["Node Type"], *(name for child in plan.get("Plans", []) for name in _nodes(child))]
 
 
+async def _write_records(driver: Any, people: list[uuid.UUID], count: int) -> None:
+    """`count` mood check-ins for each of `people`, numbered 1 to `count`."""
+    await driver.execute(
+        "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
+        "SELECT p, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
+        "FROM unnest($1::uuid[]) AS p, generate_series(1, $2::int) AS s",
+        people,
+        count,
+    )
+
+
+def _new_batch_reading_a_page(user_id: uuid.UUID) -> tuple[Any, ...]:
+    """_SAVE_NEW_BATCH's arguments for a batch of `user_id` with no records, whose device is sent
+    the page of changes after 0 (up to 500)."""
+    return (user_id, "[]", 0, uuid.uuid4(), b"", b"", 0, 0, 0, None, [], uuid.uuid4(), 0, 500, b"")
+
+
 async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_lag(
     settings: Settings, database: str
 ) -> None:
@@ -40,12 +57,7 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
                 await driver.execute("ANALYZE records")
                 user_id = uuid.uuid4()
                 await driver.execute("INSERT INTO users (id) VALUES ($1)", user_id)
-                await driver.execute(
-                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
-                    "SELECT $1, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
-                    "FROM generate_series(1, 5000) AS s",
-                    user_id,
-                )
+                await _write_records(driver, [user_id], 5000)
                 plans = {
                     "pull": await driver.fetchval(
                         "EXPLAIN (FORMAT JSON) " + queries._PULL, user_id, 0, None, 500, None, uuid.uuid4()
@@ -61,22 +73,7 @@ async def test_a_first_sync_page_reads_the_index_in_order_when_the_statistics_la
                         500,
                     ),
                     "new records": await driver.fetchval(
-                        "EXPLAIN (FORMAT JSON) " + queries._SAVE_NEW_BATCH,
-                        user_id,
-                        "[]",
-                        0,
-                        uuid.uuid4(),
-                        b"",
-                        b"",
-                        0,
-                        0,
-                        0,
-                        None,
-                        [],
-                        uuid.uuid4(),
-                        0,
-                        500,
-                        b"",
+                        "EXPLAIN (FORMAT JSON) " + queries._SAVE_NEW_BATCH, *_new_batch_reading_a_page(user_id)
                     ),
                 }
             finally:
@@ -186,21 +183,11 @@ async def test_the_sync_paths_kept_plans_read_by_index(settings: Settings, datab
             try:
                 people = [uuid.uuid4() for _ in range(50)]
                 await driver.executemany("INSERT INTO users (id) VALUES ($1)", [(p,) for p in people])
-                await driver.execute(
-                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
-                    "SELECT p, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
-                    "FROM unnest($1::uuid[]) AS p, generate_series(1, 100) AS s",
-                    people[1:],
-                )
+                await _write_records(driver, people[1:], 100)
                 if statistics == "lagging":
                     await driver.execute("ANALYZE records")
                 user_id = people[0]
-                await driver.execute(
-                    "INSERT INTO records (user_id, id, kind, version, deleted, data, changed_at, seq, stamps) "
-                    "SELECT $1, gen_random_uuid(), 'mood_checkin', 1, false, '{\"mood\": 3}', now(), s, '\\x80' "
-                    "FROM generate_series(1, 5000) AS s",
-                    user_id,
-                )
+                await _write_records(driver, [user_id], 5000)
                 if statistics == "current":
                     await driver.execute("ANALYZE records")
                 ids = [
@@ -220,24 +207,7 @@ async def test_the_sync_paths_kept_plans_read_by_index(settings: Settings, datab
                 )
                 pull = await _kept_plan(driver, "kept_pull", queries._PULL, user_id, 0, None, 500, None, uuid.uuid4())
                 new_records = await _kept_plan(
-                    driver,
-                    "kept_new_records",
-                    queries._SAVE_NEW_BATCH,
-                    user_id,
-                    "[]",
-                    0,
-                    uuid.uuid4(),
-                    b"",
-                    b"",
-                    0,
-                    0,
-                    0,
-                    None,
-                    [],
-                    uuid.uuid4(),
-                    0,
-                    500,
-                    b"",
+                    driver, "kept_new_records", queries._SAVE_NEW_BATCH, *_new_batch_reading_a_page(user_id)
                 )
             finally:
                 await transaction.rollback()
