@@ -344,23 +344,13 @@ def history_entry(row: Any, key: DataKey | None) -> HistoryEntry:
     )
 
 
-# Whether stamps are written with nils (pack_stamps). Release 0008 began reading them and still
-# wrote stamps whole, so that release 0007, which cannot read a nil, could serve beside it during a
-# rolling update and after a rollback of the code; from release 0010 on they are written, as
-# release 0009 reads them. A rollback to 0007 takes migration 0008's downgrade, which writes the
-# nils out.
-OWN_STAMP_AS_NIL = True
-
-
-def pack_stamps(
-    stamps: Mapping[str, Stamp], changed_at: datetime, device_id: UUID | None, *, own_as_nil: bool
-) -> bytes:
-    """A record's stamps as its row keeps them beside its `changed_at` and `device_id`. With
-    `own_as_nil`, a field set at the record's own time on its own device, as every field of a new
-    record is, is nil: whole, the stamps were a fifth of a new record's row and of what a batch
-    sends Postgres (3% more batches of new records a second, measured)."""
-    if not own_as_nil:
-        return _pack_stamps.encode(stamps)
+def pack_stamps(stamps: Mapping[str, Stamp], changed_at: datetime, device_id: UUID | None) -> bytes:
+    """A record's stamps as its row keeps them beside its `changed_at` and `device_id`: a field
+    set at the record's own time on its own device, as every field of a new record is, is nil.
+    Whole, the stamps were a fifth of a new record's row and of what a batch sends Postgres (3%
+    more batches of new records a second, measured). Release 0008 began reading nils and release
+    0010 writing them, so that each release serves beside the one before it during a rolling
+    update; going back to 0007 takes migration 0008's downgrade, which writes the nils out."""
     own: Stamp | None = None
     packed: dict[str, Stamp | None] = {}
     for field, stamp in stamps.items():
@@ -432,7 +422,7 @@ async def save_records(conn: AsyncConnection, numbered: Sequence[tuple[UUID, int
             [r.deleted for _, _, r in numbered],
             [_json.encode(plain).decode() for plain, _ in stored],
             [sealed for _, sealed in stored],
-            [pack_stamps(r.stamps, r.changed_at, r.device_id, own_as_nil=OWN_STAMP_AS_NIL) for _, _, r in numbered],
+            [pack_stamps(r.stamps, r.changed_at, r.device_id) for _, _, r in numbered],
             [r.changed_at for _, _, r in numbered],
             [r.device_id for _, _, r in numbered],
             [seq for _, seq, _ in numbered],
@@ -612,7 +602,7 @@ def _write_arguments(
                 row.record_changed_at = record.changed_at
             if record.id not in stored:
                 row.new = True
-            stamps = pack_stamps(record.stamps, record.changed_at, v.device_id, own_as_nil=OWN_STAMP_AS_NIL)
+            stamps = pack_stamps(record.stamps, record.changed_at, v.device_id)
         else:
             stamps = b""
         rows.append(row)

@@ -9,7 +9,7 @@ import msgspec
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.db.sync import OWN_STAMP_AS_NIL, open_stamps, pack_stamps
+from service.db.sync import open_stamps, pack_stamps
 from service.sync.merge import DELETED
 from service.sync.model import Stamp
 
@@ -36,7 +36,7 @@ def test_stamps_are_read_back_as_they_were_written(
     if shared and written:
         # As a new record's: one stamp object for every field.
         written = dict.fromkeys(written, next(iter(written.values())))
-    packed = pack_stamps(written, changed_at, device_id, own_as_nil=True)
+    packed = pack_stamps(written, changed_at, device_id)
     assert open_stamps(packed, changed_at, device_id) == written
 
 
@@ -45,7 +45,7 @@ def test_a_new_records_stamps_are_a_fraction_of_their_whole_size() -> None:
     changed_at and device_id say so, and the stamps hold only the field names."""
     own = Stamp(T0, PHONE)
     written = dict.fromkeys(("occurred_at", "title", "body", "prompt", "tags"), own)
-    packed = pack_stamps(written, T0, PHONE, own_as_nil=True)
+    packed = pack_stamps(written, T0, PHONE)
     assert len(packed) * 3 < len(msgspec.msgpack.encode(written))
     assert open_stamps(packed, T0, PHONE) == written
 
@@ -55,7 +55,7 @@ def test_an_edited_field_keeps_its_own_stamp_beside_the_records() -> None:
     keep the phone's earlier one."""
     earlier, edited = Stamp(T0 - timedelta(hours=1), PHONE), Stamp(T0, TABLET)
     written = {"occurred_at": earlier, "mood": edited, "note": earlier}
-    packed = pack_stamps(written, T0, TABLET, own_as_nil=True)
+    packed = pack_stamps(written, T0, TABLET)
     assert msgspec.msgpack.decode(packed)["mood"] is None
     assert open_stamps(packed, T0, TABLET) == written
 
@@ -66,6 +66,6 @@ def test_this_release_writes_a_new_records_own_stamps_as_nil() -> None:
     serve beside it during a rolling update, reads nils, as every release since 0008 does."""
     own = Stamp(T0, PHONE)
     written = dict.fromkeys(("occurred_at", "mood"), own)
-    packed = pack_stamps(written, T0, PHONE, own_as_nil=OWN_STAMP_AS_NIL)
+    packed = pack_stamps(written, T0, PHONE)
     assert msgspec.msgpack.decode(packed) == {"occurred_at": None, "mood": None}
     assert open_stamps(packed, T0, PHONE) == written

@@ -10,7 +10,7 @@ newest version (every field of a new record) may now be nil: the row's
 a new record's row. Rows written before stay as they are and are read the same;
 the downgrade writes the nils out, as release 0007 reads stamps. The release
 with this migration reads nils and writes none (service/db/sync.py,
-OWN_STAMP_AS_NIL): the one before it cannot read them.
+pack_stamps): the one before it cannot read them; release 0010 writes them.
 """
 
 from __future__ import annotations

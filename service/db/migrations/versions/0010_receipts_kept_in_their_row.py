@@ -14,8 +14,8 @@ UPDATE EXCLUSIVE lock: batches go on writing receipts while it is applied.
 
 From this release on, a receipt's record ids are 16 bytes each rather than 36
 characters (service/db/sync.py), which the release before reads alike, and a
-record's own stamp is written as nil (OWN_STAMP_AS_NIL), which release 0008 and
-later read.
+record's own stamp is written as nil (service/db/sync.py, pack_stamps), which
+release 0008 and later read.
 """
 
 from __future__ import annotations
